@@ -1,0 +1,373 @@
+//! Picking the one credential a request carries (SPEC 4) and parsing it into types that are
+//! valid by construction.
+
+use std::fmt;
+
+use base64::Engine as _;
+
+use super::decision::Reason;
+use super::request::Request;
+
+/// The longest API key Redmine issues or accepts (40 hex characters).
+const API_KEY_MAX_LEN: usize = 40;
+
+/// A Redmine API key: ASCII letters and digits, at most 40 characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// `None` for anything Redmine would reject without a lookup.
+    pub fn parse(value: &str) -> Option<Self> {
+        let valid = !value.is_empty()
+            && value.len() <= API_KEY_MAX_LEN
+            && value.bytes().all(|b| b.is_ascii_alphanumeric());
+        valid.then(|| Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A user's login as typed by the client (trimmed, non-empty).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Login(String);
+
+impl Login {
+    pub fn parse(value: &str) -> Option<Self> {
+        let trimmed = value.trim();
+        (!trimmed.is_empty()).then(|| Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Login").field(&self.0).finish()
+    }
+}
+
+/// A clear-text password (non-empty, kept as sent).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An OAuth2 bearer token issued by Redmine's Doorkeeper.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Doorkeeper stores only the lowercase hex SHA-256 of a token.
+    pub fn sha256_hex(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(self.0.as_bytes()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The two halves of an HTTP Basic credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    /// The user name as sent (not trimmed): as an API key it must match exactly.
+    pub username: String,
+    pub password: String,
+}
+
+impl BasicCredentials {
+    /// Decodes the part after `Basic `. Missing `=` padding is tolerated, as browsers and
+    /// curl differ on it; anything else malformed is an error.
+    pub fn decode(encoded: &str) -> Result<Self, Reason> {
+        let encoded = encoded.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(encoded)
+            .map_err(|_| Reason::MalformedBasic)?;
+        let text = String::from_utf8(bytes).map_err(|_| Reason::MalformedBasic)?;
+        let (username, password) = text.split_once(':').ok_or(Reason::MalformedBasic)?;
+        Ok(Self {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+
+    /// The login/password pair Redmine would try, when both are non-empty.
+    pub fn password_login(&self) -> Option<(Login, Password)> {
+        let login = Login::parse(&self.username)?;
+        (!self.password.is_empty()).then(|| (login, Password(self.password.clone())))
+    }
+}
+
+/// Where an API key came from; a wrong key from either place gets no challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    QueryParameter,
+    Header,
+}
+
+/// The one credential a request is judged by.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A `key` parameter or `X-Redmine-API-Key` header; `None` when it is malformed, which
+    /// fails like an unknown key.
+    ApiKey(Option<ApiKey>, KeySource),
+    Bearer(BearerToken),
+    Basic(BasicCredentials),
+    Anonymous,
+}
+
+impl Credential {
+    /// Picks the credential by SPEC 4's precedence. The first one present decides; a request
+    /// whose credential is ambiguous or unreadable is an error, never a guess.
+    pub fn select(request: &Request) -> Result<Self, Reason> {
+        for header in [API_KEY_HEADER, AUTHORIZATION] {
+            if request.headers.is_not_utf8(header) {
+                return Err(Reason::MalformedHeader);
+            }
+        }
+        if let Some(key) = single_query(request, "key")? {
+            return Ok(Self::ApiKey(ApiKey::parse(key), KeySource::QueryParameter));
+        }
+        if let Some(key) = single_header(request, API_KEY_HEADER)? {
+            return Ok(Self::ApiKey(ApiKey::parse(key), KeySource::Header));
+        }
+        let authorization = single_header(request, AUTHORIZATION)?;
+        let bearer = match authorization.and_then(|value| strip_scheme(value, "bearer")) {
+            Some(token) => Some(token.trim()),
+            None => match single_query(request, "access_token")? {
+                Some(token) => Some(token),
+                None => single_query(request, "bearer_token")?,
+            },
+        };
+        if let Some(token) = bearer.filter(|t| !t.is_empty()) {
+            return Ok(Self::Bearer(BearerToken(token.to_owned())));
+        }
+        if let Some(encoded) = authorization.and_then(|value| strip_scheme(value, "basic")) {
+            return BasicCredentials::decode(encoded).map(Self::Basic);
+        }
+        Ok(Self::Anonymous)
+    }
+
+    /// True when the request carries any credential at all (for `public` routes).
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Self::Anonymous)
+    }
+}
+
+pub const API_KEY_HEADER: &str = "x-redmine-api-key";
+pub const AUTHORIZATION: &str = "authorization";
+pub const SWITCH_USER_HEADER: &str = "x-redmine-switch-user";
+
+/// The one non-blank value of a query parameter; two different values are ambiguous.
+fn single_query<'a>(request: &'a Request, name: &'a str) -> Result<Option<&'a str>, Reason> {
+    single(request.query_all(name), false)
+}
+
+/// The one non-blank value of a header. A comma means Envoy joined repeated headers: no
+/// credential this gate reads may contain one.
+pub fn single_header<'a>(request: &'a Request, name: &'a str) -> Result<Option<&'a str>, Reason> {
+    single(request.headers.get_all(name), true)
+}
+
+fn single<'a>(
+    values: impl Iterator<Item = &'a str>,
+    comma_joined: bool,
+) -> Result<Option<&'a str>, Reason> {
+    let mut chosen: Option<&str> = None;
+    for value in values.filter(|v| !is_blank(v)) {
+        if comma_joined && value.contains(',') {
+            return Err(Reason::AmbiguousCredential);
+        }
+        match chosen {
+            Some(first) if first != value => return Err(Reason::AmbiguousCredential),
+            _ => chosen = Some(value),
+        }
+    }
+    Ok(chosen)
+}
+
+/// Ruby's `blank?`: empty or only white space.
+pub fn is_blank(value: &str) -> bool {
+    value.trim().is_empty()
+}
+
+/// The rest of `value` after `scheme` and a space, matching the scheme case-insensitively.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let value = value.trim_start();
+    let prefix = value.get(..scheme.len() + 1)?;
+    (prefix[..scheme.len()].eq_ignore_ascii_case(scheme) && prefix.ends_with(' '))
+        .then(|| &value[scheme.len() + 1..])
+}
+
+// Secrets never print, whatever derives Debug around them.
+macro_rules! redacted_debug {
+    ($($ty:ty),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), "(<redacted>)"))
+            }
+        }
+    )*};
+}
+redacted_debug!(ApiKey, Password, BearerToken, BasicCredentials, Credential);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_pass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    }
+
+    fn select(request: Request) -> Result<Credential, Reason> {
+        Credential::select(&request)
+    }
+
+    #[test]
+    fn api_key_shape() {
+        assert!(ApiKey::parse("abcDEF0123").is_some());
+        assert!(ApiKey::parse(&"a".repeat(40)).is_some());
+        assert!(ApiKey::parse(&"a".repeat(41)).is_none());
+        assert!(ApiKey::parse("abc-def").is_none());
+        assert!(ApiKey::parse("abc def").is_none());
+        assert!(ApiKey::parse("ключ").is_none());
+        assert!(ApiKey::parse("").is_none());
+    }
+
+    #[test]
+    fn query_key_beats_header_key_beats_bearer_beats_basic() {
+        let all = Request::new("GET", "/issues.json?key=fromquery&access_token=tok")
+            .with_header("x-redmine-api-key", "fromheader")
+            .with_header("authorization", &basic("u:p"));
+        match select(all).unwrap() {
+            Credential::ApiKey(Some(k), KeySource::QueryParameter) => {
+                assert_eq!(k.expose(), "fromquery")
+            }
+            _ => panic!("query key should win"),
+        }
+        let header = Request::new("GET", "/issues.json?access_token=tok")
+            .with_header("x-redmine-api-key", "fromheader");
+        assert!(matches!(
+            select(header).unwrap(),
+            Credential::ApiKey(Some(_), KeySource::Header)
+        ));
+        let bearer = Request::new("GET", "/issues.json?access_token=tok")
+            .with_header("authorization", &basic("u:p"));
+        assert!(matches!(select(bearer).unwrap(), Credential::Bearer(t) if t.expose() == "tok"));
+    }
+
+    #[test]
+    fn blank_values_do_not_count() {
+        let request = Request::new("GET", "/issues.json?key=%20")
+            .with_header("x-redmine-api-key", "  ")
+            .with_header("authorization", &basic("u:p"));
+        assert!(matches!(select(request).unwrap(), Credential::Basic(_)));
+    }
+
+    #[test]
+    fn malformed_key_is_kept_as_an_invalid_key_not_skipped() {
+        let request = Request::new("GET", "/issues.json?key=not-a-key")
+            .with_header("x-redmine-api-key", "good");
+        assert!(matches!(
+            select(request).unwrap(),
+            Credential::ApiKey(None, KeySource::QueryParameter)
+        ));
+    }
+
+    #[test]
+    fn bearer_sources_in_order() {
+        let header = Request::new("GET", "/x.json?access_token=b")
+            .with_header("authorization", "bEaReR   a");
+        assert!(matches!(select(header).unwrap(), Credential::Bearer(t) if t.expose() == "a"));
+        let access = Request::new("GET", "/x.json?bearer_token=c&access_token=b");
+        assert!(matches!(select(access).unwrap(), Credential::Bearer(t) if t.expose() == "b"));
+        let param = Request::new("GET", "/x.json?bearer_token=c");
+        assert!(matches!(select(param).unwrap(), Credential::Bearer(t) if t.expose() == "c"));
+        let percent = Request::new("GET", "/x.json?access_token=a%2Bb");
+        assert!(matches!(select(percent).unwrap(), Credential::Bearer(t) if t.expose() == "a+b"));
+    }
+
+    #[test]
+    fn ambiguous_credentials_are_errors() {
+        let twice = Request::new("GET", "/x.json?key=a&key=b");
+        assert_eq!(select(twice).unwrap_err(), Reason::AmbiguousCredential);
+        let same_twice = Request::new("GET", "/x.json?key=a&key=a");
+        assert!(matches!(
+            select(same_twice).unwrap(),
+            Credential::ApiKey(Some(_), _)
+        ));
+        let joined =
+            Request::new("GET", "/x.json").with_header("authorization", "Basic YTpi, Basic YzpE");
+        assert_eq!(select(joined).unwrap_err(), Reason::AmbiguousCredential);
+        let map_twice = Request::new("GET", "/x.json")
+            .with_header("x-redmine-api-key", "a")
+            .with_header("x-redmine-api-key", "b");
+        assert_eq!(select(map_twice).unwrap_err(), Reason::AmbiguousCredential);
+    }
+
+    #[test]
+    fn basic_decoding() {
+        let c = BasicCredentials::decode("YWxpY2U6cDpx").unwrap(); // alice:p:q
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "p:q"));
+        let unpadded = BasicCredentials::decode("YTpiYw").unwrap(); // a:bc
+        assert_eq!(unpadded.password, "bc");
+        assert_eq!(
+            BasicCredentials::decode("!!!").unwrap_err(),
+            Reason::MalformedBasic
+        );
+        assert_eq!(
+            BasicCredentials::decode("YWxpY2U").unwrap_err(), // "alice", no colon
+            Reason::MalformedBasic
+        );
+        assert_eq!(
+            BasicCredentials::decode("/w==").unwrap_err(), // 0xff, not UTF-8
+            Reason::MalformedBasic
+        );
+    }
+
+    #[test]
+    fn password_login_needs_both_halves() {
+        let c = BasicCredentials::decode("IGFsaWNlIDpwdw").unwrap(); // " alice :pw"
+        let (login, password) = c.password_login().unwrap();
+        assert_eq!((login.as_str(), password.expose()), ("alice", "pw"));
+        assert!(BasicCredentials::decode("YWxpY2U6")
+            .unwrap()
+            .password_login()
+            .is_none());
+        assert!(BasicCredentials::decode("IDpwdw")
+            .unwrap()
+            .password_login()
+            .is_none());
+    }
+
+    #[test]
+    fn other_schemes_are_anonymous() {
+        let request = Request::new("GET", "/x.json").with_header("authorization", "Digest abc");
+        assert!(matches!(select(request).unwrap(), Credential::Anonymous));
+    }
+
+    #[test]
+    fn non_utf8_credential_header_is_an_error() {
+        let mut request = Request::new("GET", "/x.json");
+        request.headers.push_not_utf8("Authorization");
+        assert_eq!(select(request).unwrap_err(), Reason::MalformedHeader);
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let key = ApiKey::parse("secretkey123").unwrap();
+        assert!(!format!("{key:?}").contains("secretkey123"));
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTP request as the decision core sees it: parsed once at the edge, protocol-free.
+
+use std::net::IpAddr;
+
+/// The format Redmine would answer in, which is also the format of a deny body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+/// How a route is gated, from the Envoy context extension `redmine_authz_mode` (SPEC 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Gate the request as an API request.
+    Api,
+    /// Do not gate it.
+    Skip,
+    /// Gate it when credentials are present, otherwise let it through as anonymous.
+    Public,
+}
+
+impl RouteMode {
+    /// The context extension that carries the mode.
+    pub const CONTEXT_KEY: &'static str = "redmine_authz_mode";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "api" => Some(Self::Api),
+            "skip" => Some(Self::Skip),
+            "public" => Some(Self::Public),
+            _ => None,
+        }
+    }
+}
+
+/// Request headers with lower-case names, in arrival order. A name may occur more than once
+/// when Envoy sends `header_map`; with `headers` a repeated header arrives comma-joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(String, String)>,
+    /// Names of headers whose raw value was not UTF-8; their values are not kept.
+    not_utf8: Vec<String>,
+}
+
+impl Headers {
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+
+    pub fn push_not_utf8(&mut self, name: &str) {
+        self.not_utf8.push(name.to_ascii_lowercase());
+    }
+
+    /// All values of `name` (lower-case), in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_not_utf8(&self, name: &str) -> bool {
+        self.not_utf8.iter().any(|n| n == name)
+    }
+
+    /// Names of all headers, UTF-8 or not.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.not_utf8.iter().map(String::as_str))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.not_utf8.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One HTTP request bound for Redmine, as Envoy described it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    /// Query parameters, percent-decoded, in order.
+    pub query: Vec<(String, String)>,
+    pub headers: Headers,
+    /// The direct peer's address, when Envoy gave one.
+    pub source: Option<IpAddr>,
+    /// `None` when the route sets no mode; `Some(Err(value))` for an unknown one.
+    pub mode: Option<Result<RouteMode, String>>,
+}
+
+impl Request {
+    /// Builds a request from a raw request target (`/path?query`).
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (target, ""),
+        };
+        // A fragment never reaches a server, but a hostile client may send one.
+        let query = query.split('#').next().unwrap_or_default();
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(name, value);
+        self
+    }
+
+    /// All values of the query parameter `name`, in order.
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Redmine's `params[:format]`: the path's extension wins over the `format` parameter.
+    pub fn format(&self) -> Option<Format> {
+        let from_extension = self
+            .path
+            .rsplit_once('.')
+            .filter(|(_, ext)| !ext.contains('/'))
+            .and_then(|(_, ext)| parse_format(ext));
+        from_extension.or_else(|| self.query_all("format").last().and_then(parse_format))
+    }
+}
+
+fn parse_format(value: &str) -> Option<Format> {
+    match value {
+        "json" => Some(Format::Json),
+        "xml" => Some(Format::Xml),
+        _ => None,
+    }
+}

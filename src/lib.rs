@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod envoy {
+    pub mod proto;
+}
