@@ -1,0 +1,206 @@
+//! Wiring: the store, the gate, the gRPC server (Check, health, reflection) and the admin
+//! HTTP port. `Application::build` binds its listeners, so tests can use port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::ServeConfig;
+use crate::envoy::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use crate::envoy::{proto, AuthorizationService};
+use crate::gate::{watch_settings, Gate};
+use crate::store::Store;
+
+/// The gRPC service name health is reported under (besides the whole server, "").
+pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+pub struct Application {
+    grpc: TcpListener,
+    admin: Option<TcpListener>,
+    config: ServeConfig,
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig) -> Result<Self, AppError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        config: ServeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| AppError::Bind(config.listen, e))?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| AppError::Bind(addr, e))?,
+            ),
+            None => None,
+        };
+        let store = Store::connect_lazy(
+            config.decision.database.options.clone(),
+            &config.decision.store,
+        );
+        Ok(Self {
+            grpc,
+            admin,
+            config,
+            store,
+            clock,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.grpc.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains in-flight checks
+    /// for at most the configured grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Self {
+            grpc,
+            admin,
+            config,
+            store,
+            clock,
+        } = self;
+        let directory = Arc::new(store.clone());
+        let settings = watch_settings(directory.clone(), config.settings_refresh);
+        let gate = Arc::new(Gate::new(
+            directory,
+            config.decision.policy.clone(),
+            settings.clone(),
+            clock,
+        ));
+        let authorization = AuthorizationService::new(
+            gate,
+            config.decision.response.clone(),
+            config.decision_timeout,
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::NotServing).await;
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(become_ready(
+            store,
+            settings,
+            health.clone(),
+            ready.clone(),
+            stop_rx.clone(),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| AppError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| AppError::Reflection(e.to_string()))?;
+
+        if let Some(listener) = admin {
+            tokio::spawn(crate::admin::serve(listener, ready.clone()));
+        }
+
+        tokio::spawn({
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, draining in-flight checks");
+                let _ = stop_tx.send(true);
+                ready.store(false, Ordering::SeqCst);
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        });
+
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AuthorizationServer::new(authorization))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        let grace = config.shutdown_grace;
+        // The server drains by itself once stopped; the grace period bounds the drain.
+        tokio::select! {
+            result = server => result?,
+            _ = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; exiting with checks in flight");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves once shutdown has begun.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(AUTHORIZATION_SERVICE, status)
+        .await;
+}
+
+/// SERVING once the database has answered and settings are loaded.
+async fn become_ready(
+    store: Store,
+    mut settings: crate::gate::SettingsWatch,
+    health: HealthReporter,
+    ready: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        if settings.borrow().is_some() && store.ping().await {
+            break;
+        }
+        tokio::select! {
+            _ = settings.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    if *stop.borrow() {
+        return; // Shutting down: stay NOT_SERVING.
+    }
+    ready.store(true, Ordering::SeqCst);
+    set_health(&health, ServingStatus::Serving).await;
+    tracing::info!("database answered; serving");
+}

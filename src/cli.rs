@@ -1,0 +1,105 @@
+//! The command line: `serve`, `check`, `demo-db`. Each flag can also come from the
+//! environment, so deployment files and tooling can rely on the names.
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redmine-authz",
+    version,
+    about = "Envoy ext_authz gate that authenticates requests the way Redmine does"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_authz gRPC server.
+    Serve(ServeArgs),
+    /// Decide one request from the command line and say why (exit 0 allow, 1 deny).
+    Check(CheckArgs),
+    /// Create a Redmine-compatible schema with demo users, keys and an OAuth token.
+    DemoDb(DemoDbArgs),
+}
+
+/// Settings shared by everything that makes decisions.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Redmine's PostgreSQL database (read-only access is enough).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// The time zone Redmine writes timestamps in (IANA name).
+    #[arg(long, env = "AUTHZ_REDMINE_TIMEZONE", default_value = "UTC")]
+    pub redmine_timezone: String,
+    /// Let API requests without credentials through as anonymous (Redmine serves public data).
+    #[arg(long, env = "AUTHZ_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Pass LDAP users' Basic requests on without identity instead of denying them.
+    #[arg(long, env = "AUTHZ_LDAP_PASS_ON")]
+    pub ldap_pass_on: bool,
+    /// Prefix of the identity headers sent upstream.
+    #[arg(long, env = "AUTHZ_HEADER_PREFIX", default_value = "x-auth-")]
+    pub header_prefix: String,
+    /// Remove credentials from authenticated requests before they go upstream.
+    #[arg(long, env = "AUTHZ_STRIP_CREDENTIALS")]
+    pub strip_credentials: bool,
+    /// Most database connections at once.
+    #[arg(long, env = "AUTHZ_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Longest wait for a connection, and longest query, in milliseconds.
+    #[arg(long, env = "AUTHZ_DB_TIMEOUT_MS", default_value_t = 1500)]
+    pub db_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address for Envoy's Check calls.
+    #[arg(long, env = "AUTHZ_LISTEN", default_value = "0.0.0.0:9191")]
+    pub listen: String,
+    /// HTTP address for /healthz and /readyz; off when unset.
+    #[arg(long, env = "AUTHZ_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Redis for the shared cache tier (accepted now; the cache tier is not built yet).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+    /// Longest a decision may take when Envoy sends no deadline, in milliseconds.
+    #[arg(long, env = "AUTHZ_DECISION_TIMEOUT_MS", default_value_t = 1000)]
+    pub decision_timeout_ms: u64,
+    /// How often Redmine's settings are re-read, in seconds.
+    #[arg(long, env = "AUTHZ_SETTINGS_REFRESH_SECS", default_value_t = 5)]
+    pub settings_refresh_secs: u64,
+    /// How long in-flight checks may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "AUTHZ_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// HTTP method, e.g. GET.
+    pub method: String,
+    /// Request target with query string, e.g. '/issues.json?key=...'.
+    pub path: String,
+    /// A request header, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Route setting as Envoy's context extension, e.g. redmine_authz_mode=public (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDbArgs {
+    /// The database to create the demo schema and users in.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Seed even when the database already holds Redmine tables demo-db did not create.
+    #[arg(long)]
+    pub force: bool,
+}

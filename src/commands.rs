@@ -1,0 +1,158 @@
+//! The one-shot commands: `check` (explain one decision) and `demo-db`.
+
+use std::sync::Arc;
+
+use crate::auth::{Decision, Request, RouteMode};
+use crate::cli::{CheckArgs, DemoDbArgs};
+use crate::clock::SystemClock;
+use crate::config::{ConfigErrors, DatabaseTarget, DecisionConfig};
+use crate::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
+use crate::envoy::respond;
+use crate::gate::{settings_once, Gate};
+use crate::store::{seed_demo, Store, DEMO_OAUTH_TOKEN, DEMO_USERS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Decides one request and prints the verdict, the reason and what Envoy would be told.
+/// Returns whether it was allowed.
+pub async fn check(args: &CheckArgs) -> Result<bool, CommandError> {
+    let mut errors = Vec::new();
+    let request = build_request(args, &mut errors);
+    let config = DecisionConfig::from_args(&args.decision, &mut errors);
+    let (Some(request), Some(config)) = (request, config) else {
+        return Err(ConfigErrors(errors).into());
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
+    }
+    let store = Store::connect_lazy(config.database.options.clone(), &config.store);
+    let settings = settings_once(&store).await.map_err(|e| {
+        CommandError::Failed(format!(
+            "cannot read Redmine settings from {}: {e}",
+            config.database
+        ))
+    })?;
+    let gate = Gate::new(
+        Arc::new(store),
+        config.policy.clone(),
+        settings,
+        Arc::new(SystemClock),
+    );
+    let decision = gate.check(&request).await;
+    print!("{}", explain(&decision, &request, &config));
+    Ok(decision.is_allow())
+}
+
+fn build_request(args: &CheckArgs, errors: &mut Vec<String>) -> Option<Request> {
+    if !args.path.starts_with('/') {
+        errors.push(format!("PATH {:?} must start with '/'", args.path));
+    }
+    let mut request = Request::new(&args.method.to_ascii_uppercase(), &args.path);
+    for header in &args.headers {
+        match header.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                request.headers.push(name.trim(), value.trim())
+            }
+            _ => errors.push(format!("-H {header:?} must look like 'Name: value'")),
+        }
+    }
+    for entry in &args.context {
+        match entry.split_once('=') {
+            Some((RouteMode::CONTEXT_KEY, value)) => {
+                request.mode = Some(RouteMode::parse(value).ok_or_else(|| value.to_owned()));
+            }
+            Some((_, _)) => {} // Other context extensions do not change decisions.
+            None => errors.push(format!("--context {entry:?} must look like KEY=VALUE")),
+        }
+    }
+    errors.is_empty().then_some(request)
+}
+
+fn explain(decision: &Decision, request: &Request, config: &DecisionConfig) -> String {
+    let mut out = String::new();
+    match decision {
+        Decision::Allow(allow) => {
+            out.push_str(&format!("ALLOW ({})\n", allow.reason.as_str()));
+            match &allow.identity {
+                Some(identity) => out.push_str(&format!(
+                    "  user {} (id {}), admin={}, via {}{}\n",
+                    identity.login,
+                    identity.user_id,
+                    identity.admin,
+                    identity.method.as_str(),
+                    identity
+                        .impersonator
+                        .as_ref()
+                        .map(|a| format!(", switched by {a}"))
+                        .unwrap_or_default()
+                )),
+                None => out.push_str("  no identity (anonymous or not gated)\n"),
+            }
+        }
+        Decision::Deny(deny) => {
+            out.push_str(&format!(
+                "DENY {} ({}): {}\n",
+                deny.status.http_code(),
+                deny.reason.as_str(),
+                deny.reason.message()
+            ));
+        }
+    }
+    let response = respond(decision, request, &config.response);
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            for header in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
+                out.push_str(&format!("  set {}: {}\n", header.key, header.value));
+            }
+            for name in ok.headers_to_remove {
+                out.push_str(&format!("  remove {name}\n"));
+            }
+        }
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            for header in denied.headers.iter().filter_map(|h| h.header.as_ref()) {
+                out.push_str(&format!("  {}: {}\n", header.key, header.value));
+            }
+            out.push_str(&format!("  body: {}\n", denied.body));
+        }
+        _ => {}
+    }
+    out
+}
+
+pub async fn demo_db(args: &DemoDbArgs) -> Result<(), CommandError> {
+    let Some(url) = &args.database_url else {
+        return Err(ConfigErrors(vec![
+            "--database-url (or DATABASE_URL) is required".to_owned()
+        ])
+        .into());
+    };
+    let target = DatabaseTarget::parse(url).map_err(|e| ConfigErrors(vec![e]))?;
+    let report = seed_demo(&target.options, args.force)
+        .await
+        .map_err(|e| CommandError::Failed(format!("demo-db on {target}: {e}")))?;
+    for line in report {
+        println!("{line}");
+    }
+    println!("Demo database ready at {target}. Accounts (login / password / API key):");
+    for user in DEMO_USERS {
+        println!(
+            "  {:<7} {:<15} {:<41} {}",
+            user.login,
+            user.password,
+            user.api_key.unwrap_or("-"),
+            user.note
+        );
+    }
+    println!("  OAuth bearer token for admin (admin scope): {DEMO_OAUTH_TOKEN}");
+    println!(
+        "Try: redmine-authz check GET '/users/current.json' -H 'X-Redmine-API-Key: {}'",
+        DEMO_USERS[1].api_key.unwrap_or_default()
+    );
+    Ok(())
+}

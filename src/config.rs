@@ -1,0 +1,278 @@
+//! Typed settings from flags and the environment. Every error is collected and reported at
+//! once; secrets never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::auth::{ExternalAuth, Policy, RedmineTimezone};
+use crate::cli::{DecisionArgs, ServeArgs};
+use crate::envoy::ResponseOptions;
+use crate::store::StoreOptions;
+
+/// Exit code for a configuration or usage error (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+/// All configuration errors found, one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.0 {
+            writeln!(f, "configuration error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where Redmine's database is. Debug and Display show host and database only.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    pub options: PgConnectOptions,
+}
+
+impl DatabaseTarget {
+    pub fn parse(url: &SecretString) -> Result<Self, String> {
+        let url = url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("--database-url must be a postgres:// URL".to_owned());
+        }
+        // The parser's own message may quote the URL, password included: not shown.
+        PgConnectOptions::from_str(url)
+            .map(|options| Self { options })
+            .map_err(|_| "--database-url is not a valid PostgreSQL URL".to_owned())
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database = self.options.get_database().unwrap_or("(default)");
+        write!(
+            f,
+            "{}:{}/{}",
+            self.options.get_host(),
+            self.options.get_port(),
+            database
+        )
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseTarget({self})")
+    }
+}
+
+/// What every decision needs, for `serve` and `check` alike.
+#[derive(Debug, Clone)]
+pub struct DecisionConfig {
+    pub database: DatabaseTarget,
+    pub policy: Policy,
+    pub response: ResponseOptions,
+    pub store: StoreOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub redis_url: Option<SecretString>,
+    pub decision: DecisionConfig,
+    /// Upper bound on one decision when Envoy sends no deadline.
+    pub decision_timeout: Duration,
+    pub settings_refresh: Duration,
+    /// How long in-flight checks may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl DecisionConfig {
+    pub fn from_args(args: &DecisionArgs, errors: &mut Vec<String>) -> Option<Self> {
+        let database = match &args.database_url {
+            None => {
+                errors.push("--database-url (or DATABASE_URL) is required".to_owned());
+                None
+            }
+            Some(url) => DatabaseTarget::parse(url).map_err(|e| errors.push(e)).ok(),
+        };
+        let timezone = RedmineTimezone::parse(&args.redmine_timezone).or_else(|| {
+            errors.push(format!(
+                "--redmine-timezone {:?} is not an IANA time zone name",
+                args.redmine_timezone
+            ));
+            None
+        });
+        let header_prefix = args.header_prefix.to_ascii_lowercase();
+        if header_prefix.is_empty()
+            || !header_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            errors.push(format!(
+                "--header-prefix {:?} must be letters, digits and '-'",
+                args.header_prefix
+            ));
+        }
+        if args.db_max_connections == 0 {
+            errors.push("--db-max-connections must be at least 1".to_owned());
+        }
+        if args.db_timeout_ms == 0 {
+            errors.push("--db-timeout-ms must be at least 1".to_owned());
+        }
+        Some(Self {
+            database: database?,
+            policy: Policy {
+                timezone: timezone?,
+                allow_anonymous: args.allow_anonymous,
+                external_auth: if args.ldap_pass_on {
+                    ExternalAuth::PassOn
+                } else {
+                    ExternalAuth::Deny
+                },
+            },
+            response: ResponseOptions {
+                header_prefix,
+                strip_credentials: args.strip_credentials,
+            },
+            store: StoreOptions {
+                max_connections: args.db_max_connections,
+                acquire_timeout: Duration::from_millis(args.db_timeout_ms),
+                statement_timeout: Duration::from_millis(args.db_timeout_ms),
+            },
+        })
+    }
+
+    /// One line for the start-up log: effective settings, nothing secret.
+    pub fn summary(&self) -> String {
+        format!(
+            "database={} timezone={} allow_anonymous={} ldap={} header_prefix={} strip_credentials={} db_max_connections={} db_timeout={:?}",
+            self.database,
+            self.policy.timezone.0.name(),
+            self.policy.allow_anonymous,
+            match self.policy.external_auth { ExternalAuth::Deny => "deny", ExternalAuth::PassOn => "pass-on" },
+            self.response.header_prefix,
+            self.response.strip_credentials,
+            self.store.max_connections,
+            self.store.statement_timeout,
+        )
+    }
+}
+
+impl ServeConfig {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let listen = parse_addr("--listen", &args.listen, &mut errors);
+        let admin_listen = args
+            .admin_listen
+            .as_deref()
+            .map(|a| parse_addr("--admin-listen", a, &mut errors));
+        if let Some(url) = &args.redis_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errors.push("--redis-url must be a redis:// or rediss:// URL".to_owned());
+            }
+        }
+        if args.decision_timeout_ms == 0 {
+            errors.push("--decision-timeout-ms must be at least 1".to_owned());
+        }
+        let decision = DecisionConfig::from_args(&args.decision, &mut errors);
+        match (listen, decision) {
+            (Some(listen), Some(decision)) if errors.is_empty() => Ok(Self {
+                listen,
+                admin_listen: admin_listen.flatten(),
+                redis_url: args.redis_url.clone(),
+                decision,
+                decision_timeout: Duration::from_millis(args.decision_timeout_ms),
+                settings_refresh: Duration::from_secs(args.settings_refresh_secs.max(1)),
+                shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "listen={} admin_listen={} redis={} decision_timeout={:?} {}",
+            self.listen,
+            self.admin_listen
+                .map_or("off".to_owned(), |a| a.to_string()),
+            if self.redis_url.is_some() {
+                "configured (not used yet)"
+            } else {
+                "off"
+            },
+            self.decision_timeout,
+            self.decision.summary()
+        )
+    }
+}
+
+fn parse_addr(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| {
+            errors.push(format!(
+                "{flag} {value:?} is not an address like 0.0.0.0:9191"
+            ))
+        })
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, ConfigErrors> {
+        let mut argv = vec!["redmine-authz", "serve"];
+        argv.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Serve(args) => ServeConfig::from_args(&args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let errors = serve(&[
+            "--listen",
+            "nowhere",
+            "--redmine-timezone",
+            "Mars/Base",
+            "--header-prefix",
+            "x auth",
+            "--database-url",
+            "mysql://x",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 4, "{errors}");
+    }
+
+    #[test]
+    fn summary_never_shows_the_password() {
+        let config = serve(&[
+            "--database-url",
+            "postgres://redmine:s3cr3t-pw@db.example:5432/redmine",
+        ])
+        .unwrap();
+        let summary = config.summary();
+        assert!(summary.contains("db.example:5432/redmine"), "{summary}");
+        assert!(
+            !summary.contains("s3cr3t-pw") && !summary.contains("redmine:"),
+            "{summary}"
+        );
+        assert!(!format!("{config:?}").contains("s3cr3t-pw"));
+    }
+
+    #[test]
+    fn bad_url_error_does_not_echo_it() {
+        let errors = serve(&["--database-url", "postgres://u:s3cr3t@[bad"]).unwrap_err();
+        assert!(!errors.to_string().contains("s3cr3t"), "{errors}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The Envoy ext_authz edge: the only module that knows the protobuf types.
+
+mod parse;
+pub mod proto;
+mod respond;
+mod service;
+
+pub use parse::{parse, ParseError};
+pub use respond::{respond, ResponseOptions};
+pub use service::{budget, AuthorizationService};

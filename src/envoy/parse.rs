@@ -1,0 +1,66 @@
+//! `CheckRequest` -> [`Request`]. Everything Envoy may send in either header form.
+
+use std::net::IpAddr;
+
+use super::proto::envoy::config::core::v3::address;
+use super::proto::envoy::service::auth::v3::{attribute_context, CheckRequest};
+use crate::auth::{Request, RouteMode};
+
+/// A `CheckRequest` that does not describe an HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("check request has no HTTP attributes")]
+    NoHttpRequest,
+}
+
+pub fn parse(check: &CheckRequest) -> Result<Request, ParseError> {
+    let attributes = check.attributes.as_ref().ok_or(ParseError::NoHttpRequest)?;
+    let http = attributes
+        .request
+        .as_ref()
+        .and_then(|r| r.http.as_ref())
+        .ok_or(ParseError::NoHttpRequest)?;
+    if http.method.is_empty() && http.path.is_empty() {
+        return Err(ParseError::NoHttpRequest);
+    }
+    let mut request = Request::new(&http.method, &http.path);
+    copy_headers(http, &mut request);
+    request.source = attributes
+        .source
+        .as_ref()
+        .and_then(|peer| peer.address.as_ref())
+        .and_then(peer_ip);
+    request.mode = attributes
+        .context_extensions
+        .get(RouteMode::CONTEXT_KEY)
+        .map(|value| RouteMode::parse(value).ok_or_else(|| value.clone()));
+    Ok(request)
+}
+
+/// Envoy fills `headers` by default and `header_map` (raw bytes) with `encode_raw_headers`.
+fn copy_headers(http: &attribute_context::HttpRequest, request: &mut Request) {
+    if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+        for header in &map.headers {
+            // raw_value is authoritative when set; `value` is the older string form.
+            if header.raw_value.is_empty() {
+                request.headers.push(&header.key, &header.value);
+            } else {
+                match std::str::from_utf8(&header.raw_value) {
+                    Ok(value) => request.headers.push(&header.key, value),
+                    Err(_) => request.headers.push_not_utf8(&header.key),
+                }
+            }
+        }
+    } else {
+        for (name, value) in &http.headers {
+            request.headers.push(name, value);
+        }
+    }
+}
+
+fn peer_ip(address: &super::proto::envoy::config::core::v3::Address) -> Option<IpAddr> {
+    match address.address.as_ref()? {
+        address::Address::SocketAddress(socket) => socket.address.parse().ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,216 @@
+//! [`Decision`] -> `CheckResponse` (SPEC 7). The RPC always succeeds; the verdict is in
+//! `status` and the HTTP response Envoy should produce or modify.
+
+use prost_types::{value::Kind, Struct, Value};
+
+use super::proto::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
+use super::proto::envoy::r#type::v3::{HttpStatus, StatusCode};
+use super::proto::envoy::service::auth::v3::{
+    check_response::HttpResponse, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use super::proto::google::rpc;
+use crate::auth::credentials::{API_KEY_HEADER, AUTHORIZATION, SWITCH_USER_HEADER};
+use crate::auth::decision::{Allow, Challenge, DenyStatus};
+use crate::auth::{Decision, Deny, Identity, Reason, Request};
+
+/// How allowed requests are rewritten for the upstream.
+#[derive(Debug, Clone)]
+pub struct ResponseOptions {
+    /// Prefix of the identity headers, lower-case, e.g. `x-auth-`.
+    pub header_prefix: String,
+    /// Remove the credential from authenticated requests (upstream trusts the identity).
+    pub strip_credentials: bool,
+}
+
+impl Default for ResponseOptions {
+    fn default() -> Self {
+        Self {
+            header_prefix: "x-auth-".to_owned(),
+            strip_credentials: false,
+        }
+    }
+}
+
+const CREDENTIAL_PARAMETERS: [&str; 3] = ["key", "access_token", "bearer_token"];
+
+pub fn respond(decision: &Decision, request: &Request, options: &ResponseOptions) -> CheckResponse {
+    match decision {
+        Decision::Allow(allow) => allowed(allow, request, options),
+        Decision::Deny(deny) => denied(deny),
+    }
+}
+
+fn allowed(allow: &Allow, request: &Request, options: &ResponseOptions) -> CheckResponse {
+    let identity_headers = allow
+        .identity
+        .as_ref()
+        .map(|i| identity_headers(i, &options.header_prefix))
+        .unwrap_or_default();
+    let is_set = |name: &str| identity_headers.iter().any(|(n, _)| n == name);
+
+    // Anything the client sent under our prefix is spoofed: drop what we do not overwrite.
+    let mut remove: Vec<String> = Vec::new();
+    for name in request.headers.names() {
+        if name.starts_with(&options.header_prefix)
+            && !is_set(name)
+            && !remove.iter().any(|r| r == name)
+        {
+            remove.push(name.to_owned());
+        }
+    }
+    let switched = allow
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.impersonator.is_some());
+    // Upstream Redmine checks an LDAP user itself and must see the same request.
+    let passed_on = allow.reason == Reason::ExternalAuthPassedOn;
+    let has_switch_header = request.headers.get_all(SWITCH_USER_HEADER).next().is_some();
+    let strip = options.strip_credentials && allow.reason == Reason::Authenticated;
+    if has_switch_header && !passed_on && (!switched || strip) {
+        remove.push(SWITCH_USER_HEADER.to_owned());
+    }
+    let mut query_parameters_to_remove = Vec::new();
+    if strip {
+        for header in [AUTHORIZATION, API_KEY_HEADER] {
+            if request.headers.names().any(|n| n == header) {
+                remove.push(header.to_owned());
+            }
+        }
+        for parameter in CREDENTIAL_PARAMETERS {
+            if request.query_all(parameter).next().is_some() {
+                query_parameters_to_remove.push(parameter.to_owned());
+            }
+        }
+    }
+
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: GRPC_OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: identity_headers
+                .into_iter()
+                .map(|(n, v)| overwrite(n, v))
+                .collect(),
+            headers_to_remove: remove,
+            query_parameters_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: allow.identity.as_ref().map(dynamic_metadata),
+    }
+}
+
+fn identity_headers(identity: &Identity, prefix: &str) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (format!("{prefix}user-id"), identity.user_id.to_string()),
+        (format!("{prefix}user-login"), identity.login.clone()),
+        (format!("{prefix}user-admin"), identity.admin.to_string()),
+        (
+            format!("{prefix}method"),
+            identity.method.as_str().to_owned(),
+        ),
+    ];
+    if let Some(admin) = &identity.impersonator {
+        headers.push((format!("{prefix}impersonator"), admin.clone()));
+    }
+    if let Some(oauth) = &identity.oauth {
+        headers.push((format!("{prefix}oauth-scopes"), oauth.scopes.join(" ")));
+        if let Some(application_id) = oauth.application_id {
+            headers.push((
+                format!("{prefix}oauth-application-id"),
+                application_id.to_string(),
+            ));
+        }
+    }
+    headers
+}
+
+/// For later Envoy filters, e.g. a per-user rate limit.
+fn dynamic_metadata(identity: &Identity) -> Struct {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "user_id".to_owned(),
+        Value {
+            kind: Some(Kind::NumberValue(identity.user_id as f64)),
+        },
+    );
+    fields.insert("login".to_owned(), text(&identity.login));
+    fields.insert("method".to_owned(), text(identity.method.as_str()));
+    if let Some(admin) = &identity.impersonator {
+        fields.insert("impersonator".to_owned(), text(admin));
+    }
+    Struct { fields }
+}
+
+fn denied(deny: &Deny) -> CheckResponse {
+    let (body, content_type) = deny.body();
+    let mut headers = vec![overwrite(
+        "content-type".to_owned(),
+        content_type.to_owned(),
+    )];
+    match deny.challenge {
+        Some(Challenge::Basic) => headers.push(overwrite(
+            "www-authenticate".to_owned(),
+            r#"Basic realm="Redmine API""#.to_owned(),
+        )),
+        Some(Challenge::BearerInvalidToken) => headers.push(overwrite(
+            "www-authenticate".to_owned(),
+            format!(
+                r#"Bearer realm="Redmine", error="invalid_token", error_description="{}""#,
+                deny.reason.message()
+            ),
+        )),
+        None => {}
+    }
+    if let Some(seconds) = deny.retry_after {
+        headers.push(overwrite("retry-after".to_owned(), seconds.to_string()));
+    }
+    let (http, grpc) = codes(deny.status);
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc,
+            message: deny.reason.as_str().to_owned(),
+            details: vec![],
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http as i32 }),
+            headers,
+            body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+const GRPC_OK: i32 = 0;
+
+/// The HTTP status and the matching gRPC code (google.rpc.Code) for each deny.
+fn codes(status: DenyStatus) -> (StatusCode, i32) {
+    match status {
+        DenyStatus::BadRequest => (StatusCode::BadRequest, 3), // INVALID_ARGUMENT
+        DenyStatus::Unauthorized => (StatusCode::Unauthorized, 16), // UNAUTHENTICATED
+        DenyStatus::Forbidden => (StatusCode::Forbidden, 7),   // PERMISSION_DENIED
+        DenyStatus::PreconditionFailed => (StatusCode::PreconditionFailed, 9), // FAILED_PRECONDITION
+        DenyStatus::TooManyRequests => (StatusCode::TooManyRequests, 8),       // RESOURCE_EXHAUSTED
+        DenyStatus::ServiceUnavailable => (StatusCode::ServiceUnavailable, 14), // UNAVAILABLE
+    }
+}
+
+/// A header that replaces any value the request had, in both the legacy and current fields.
+fn overwrite(name: String, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name,
+            value,
+            raw_value: Vec::new(),
+        }),
+        append: Some(false),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        keep_empty_value: false,
+    }
+}
