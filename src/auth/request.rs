@@ -100,12 +100,13 @@ pub struct Request {
 impl Request {
     /// Builds a request from a raw request target (`/path?query`).
     pub fn new(method: &str, target: &str) -> Self {
+        // A fragment never reaches a server, but a hostile client may send one; Envoy and
+        // Rack drop it, so the gate must judge the path without it.
+        let target = target.split('#').next().unwrap_or_default();
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, query),
             None => (target, ""),
         };
-        // A fragment never reaches a server, but a hostile client may send one.
-        let query = query.split('#').next().unwrap_or_default();
         Self {
             method: method.to_owned(),
             path: path.to_owned(),

@@ -1,0 +1,155 @@
+//! The binary's commands, run as an operator would.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
+}
+
+#[tokio::test]
+async fn check_explains_allows_and_denies_with_exit_codes() {
+    let database = fresh_database().await;
+    let allow = bin()
+        .args([
+            "check",
+            "--database-url",
+            &database,
+            "GET",
+            "/users/current.json",
+            "-H",
+            &format!("X-Redmine-API-Key: {}", demo_key("alice")),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&allow.stdout);
+    assert_eq!(allow.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("ALLOW")
+            && out.contains("user alice")
+            && out.contains("x-auth-user-login: alice"),
+        "{out}"
+    );
+    assert!(!out.contains(demo_key("alice")), "the key is never printed");
+
+    let deny = bin()
+        .args([
+            "check",
+            "GET",
+            "/users/current.json",
+            "-H",
+            &format!("Authorization: {}", basic("tina", demo_password("tina"))),
+        ])
+        .env("DATABASE_URL", &database)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&deny.stdout);
+    assert_eq!(deny.status.code(), Some(1), "{out}");
+    assert!(out.contains("DENY 401 (twofa_basic_not_allowed)"), "{out}");
+}
+
+#[tokio::test]
+async fn check_usage_errors_exit_64() {
+    let output = bin()
+        .args([
+            "check",
+            "--database-url",
+            "postgres://x@127.0.0.1/x",
+            "GET",
+            "no-slash",
+            "-H",
+            "bad header",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("must start with '/'") && err.contains("Name: value"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_reports_every_configuration_error_at_once() {
+    let output = bin()
+        .args([
+            "serve",
+            "--listen",
+            "nowhere",
+            "--redmine-timezone",
+            "Mars/Base",
+            "--database-url",
+            "postgres://user:s3cret@[broken",
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{err}");
+    assert_eq!(err.matches("configuration error:").count(), 3, "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let missing = bin()
+        .args(["serve"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--database-url"));
+}
+
+#[tokio::test]
+async fn serve_prints_its_configuration_without_secrets_and_stops_on_sigterm() {
+    let database = fresh_database().await;
+    let with_password = database.replacen("postgres@", "postgres:pw-not-to-print@", 1);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &with_password,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("starting") && err.contains("listen=127.0.0.1:0"),
+        "{err}"
+    );
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(!err.contains("pw-not-to-print"), "{err}");
+}
+
+#[tokio::test]
+async fn demo_db_refuses_a_real_redmine_without_force() {
+    let database = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = bin()
+        .args(["demo-db", "--database-url", &database])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let forced = bin()
+        .args(["demo-db", "--force", "--database-url", &database])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&forced.stdout);
+    assert!(forced.status.success(), "{out}");
+    assert!(out.contains("user alice exists, left alone"), "{out}");
+}

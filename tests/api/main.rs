@@ -1,0 +1,14 @@
+//! Integration tests: the real server, a real PostgreSQL database per test, a tonic client.
+//! Modules follow SPEC's sections.
+
+mod helpers;
+
+mod answer; // SPEC 7
+mod basic; // SPEC 5, Basic
+mod cli; // the command line
+mod gating; // SPEC 2 and 3
+mod keys; // SPEC 4 and 5, API keys
+mod malformed; // SPEC 8: no panic, no hang, no allow
+mod oauth; // SPEC 5, bearer tokens
+mod server; // health, reflection, shutdown, database outage
+mod switch_user; // SPEC 6
