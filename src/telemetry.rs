@@ -1,5 +1,7 @@
 //! Logging setup and process signals.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Plain-text logs to stderr, filtered by `RUST_LOG` (default `info`).
