@@ -23,6 +23,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Create a Redmine-compatible schema with demo users, keys and an OAuth token.
     DemoDb(DemoDbArgs),
+    /// Ask a running server's gRPC health service; exit 0 when SERVING (for probes).
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Settings shared by everything that makes decisions.
@@ -102,4 +104,17 @@ pub struct DemoDbArgs {
     /// Seed even when the database already holds Redmine tables demo-db did not create.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The server's gRPC address.
+    #[arg(long, env = "AUTHZ_HEALTHCHECK_ADDR", default_value = "127.0.0.1:9191")]
+    pub addr: String,
+    /// The service to ask about; empty means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Decision, Request, RouteMode};
-use crate::cli::{CheckArgs, DemoDbArgs};
+use crate::cli::{CheckArgs, DemoDbArgs, HealthcheckArgs};
 use crate::clock::SystemClock;
 use crate::config::{ConfigErrors, DatabaseTarget, DecisionConfig};
 use crate::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
@@ -155,4 +155,40 @@ pub async fn demo_db(args: &DemoDbArgs) -> Result<(), CommandError> {
         DEMO_USERS[1].api_key.unwrap_or_default()
     );
     Ok(())
+}
+
+/// Asks the gRPC health service; true when it answers SERVING.
+pub async fn healthcheck(args: &HealthcheckArgs) -> Result<bool, CommandError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
+        .map_err(|_| ConfigErrors(vec![format!("--addr {:?} is not host:port", args.addr)]))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let status = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+        let request = HealthCheckRequest {
+            service: args.service.clone(),
+        };
+        let response = HealthClient::new(channel)
+            .check(request)
+            .await
+            .map_err(|e| format!("health check failed: {}", e.message()))?;
+        Ok::<_, String>(response.into_inner().status)
+    }
+    .await
+    .map_err(CommandError::Failed)?;
+    let serving = status == ServingStatus::Serving as i32;
+    println!(
+        "{}",
+        ServingStatus::try_from(status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN")
+    );
+    Ok(serving)
 }

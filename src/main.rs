@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
             }
         }),
         Command::DemoDb(args) => commands::demo_db(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Healthcheck(args) => commands::healthcheck(args).await.map(exit_if),
     };
     outcome.unwrap_or_else(|error| {
         eprint!("{error}");
@@ -42,6 +43,15 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     })
+}
+
+/// 0 when the answer is yes, 1 when it is no.
+fn exit_if(yes: bool) -> ExitCode {
+    if yes {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn serve(args: &redmine_authz::cli::ServeArgs) -> Result<ExitCode, CommandError> {

@@ -153,3 +153,47 @@ async fn demo_db_refuses_a_real_redmine_without_force() {
     assert!(forced.status.success(), "{out}");
     assert!(out.contains("user alice exists, left alone"), "{out}");
 }
+
+#[tokio::test]
+async fn healthcheck_reports_serving_and_unreachable() {
+    let app = spawn_app(&[]).await;
+    let addr = format!("127.0.0.1:{}", app.port);
+    let ok = tokio::process::Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
+        .args(["healthcheck", "--addr", &addr])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "SERVING");
+    let down = app_without_database().await;
+    let not_serving = tokio::process::Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
+        .args(["healthcheck", "--addr", &format!("127.0.0.1:{}", down.port)])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(not_serving.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&not_serving.stdout).trim(),
+        "NOT_SERVING"
+    );
+    let nothing = bin()
+        .args([
+            "healthcheck",
+            "--addr",
+            "127.0.0.1:1",
+            "--timeout-ms",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(2));
+}
+
+async fn app_without_database() -> TestApp {
+    spawn_app_without_ready_wait("postgres://postgres@127.0.0.1:1/none").await
+}
