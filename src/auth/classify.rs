@@ -58,6 +58,15 @@ mod tests {
     }
 
     #[test]
+    fn api_paths_as_rails_routes_them() {
+        assert_eq!(gating("/issues.json/"), Gating::Gated);
+        assert_eq!(gating("/users/current.xml//?key=x"), Gating::Gated);
+        assert_eq!(gating("/issues.js%6Fn"), Gating::Gated);
+        assert_eq!(gating("/issues%2Exml"), Gating::Gated);
+        assert_eq!(gating("/issues/"), Gating::NotGated);
+    }
+
+    #[test]
     fn oauth_endpoints_are_not_gated_unless_the_path_is_tricky() {
         assert_eq!(gating("/oauth/token"), Gating::NotGated);
         assert_eq!(gating("/oauth/token/info.json"), Gating::NotGated);

@@ -131,9 +131,12 @@ impl Request {
     }
 
     /// Redmine's `params[:format]`: the path's extension wins over the `format` parameter.
+    /// The extension is read as Rails routes the path: percent-decoded, trailing slashes
+    /// dropped (`/issues.js%6Fn/` is the JSON API too).
     pub fn format(&self) -> Option<Format> {
-        let from_extension = self
-            .path
+        let decoded = percent_encoding::percent_decode_str(&self.path).decode_utf8_lossy();
+        let routed = decoded.trim_end_matches('/');
+        let from_extension = routed
             .rsplit_once('.')
             .filter(|(_, ext)| !ext.contains('/'))
             .and_then(|(_, ext)| parse_format(ext));
