@@ -46,9 +46,9 @@ if [ ! -x "$venv/bin/python" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=120 python3-venv >/dev/null
     "$python" -m venv "$venv"
   fi
-  # Keep the venv out of git without touching the repository's .gitignore.
-  printf '*\n' > "$venv/.gitignore"
 fi
+# Keep the venv out of git without touching the repository's .gitignore.
+[ -f "$venv/.gitignore" ] || printf '*\n' > "$venv/.gitignore"
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then

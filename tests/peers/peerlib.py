@@ -10,7 +10,6 @@ import ctypes
 import hashlib
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -329,3 +328,77 @@ def insert_oauth_token(
         "FROM oauth_applications WHERE uid = 'demo-client'",
         db=db_name,
     )
+
+
+class FreezableTcpProxy:
+    """A TCP proxy (here: in front of PostgreSQL) that can hold all traffic, so the database
+    looks alive but never answers: connections stay open, bytes stop flowing."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        import threading
+
+        self.target = (target_host, target_port)
+        self._frozen = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, name="db-proxy", daemon=True).start()
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self._frozen.is_set() and not self._closed:
+                    time.sleep(0.01)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.thaw()
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -1,0 +1,312 @@
+"""Differential test: the same request to real Redmine 5.0.4 (GET on its REST API) and to
+redmine-authz pointed at that Redmine's own database (gRPC Check with the official protos).
+They must agree on the status, and on the user when allowed, except where SPEC names a
+gate rule or follows Redmine 7 where 5.0.4 differs; those cases assert both sides
+explicitly and say why. The comparison table is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+
+from peerlib import ORACLE_ROWS, CheckCall, basic, http_request, http_status_of, ok_headers, wait_until
+
+ROLES = {
+    "admin": "ADMIN", "alice": "ACTIVE", "larry": "LOCKED", "reggie": "REGISTERED",
+    "tina": "TWOFA", "mona": "MUSTCHANGE", "bob": "NOKEY",
+}
+
+# Why a case may differ from Redmine 5.0.4 (SPEC's words).
+ANONYMOUS_DENIED = "gate rule: anonymous API requests denied 401 (SPEC 7)"
+KEY_AS_PASSWORD = "gate rule: API key as the Basic password (SPEC 5)"
+REST_OFF_DENIES_ALL = "SPEC 3: REST API off denies every gated request 403"
+REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (SPEC 7)"
+AMBIGUOUS = "SPEC 4: two different values of a credential are ambiguous, 401"
+STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
+QUERY_KEY_ONLY = "SPEC 4: `key` from the query only; Redmine also reads the body"
+# Rails routes "/issues.json/" and "/issues.js%6Fn" to the JSON API like "/issues.json"; the
+# gate reads only a literal ".json"/".xml" at the very end of the raw path, so it does not
+# gate them: anonymous API access passes and authenticated requests get no identity headers.
+
+
+
+class Creds:
+    """The oracle's seeded users (redmine-oracle.sh creds), by login."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        for login, role in ROLES.items():
+            assert env.get(f"{role}_LOGIN") == login, f"oracle seeds {role} as {env.get(f'{role}_LOGIN')}"
+
+    def pw(self, login: str) -> str:
+        return self.env[f"{ROLES[login]}_PASSWORD"]
+
+    def key(self, login: str) -> str:
+        return self.env[f"{ROLES[login]}_KEY"]
+
+
+@dataclass
+class Case:
+    id: str
+    path: str
+    headers: Callable[[Creds], list]
+    status: int  # Redmine's answer, and the gate's unless `gate` is set
+    login: str | None = None  # the user when allowed (None: anonymous)
+    gate: tuple[int, str | None] | None = None  # the gate's (status, login) where a named rule differs
+    rule: str | None = None
+    body: bytes | None = None  # sent to Redmine; Envoy sends no body to the gate by default
+    bug: str | None = None  # a known service bug: the case states the right answer and xfails
+
+    def params(self):
+        marks = [pytest.mark.xfail(strict=True, reason=self.bug)] if self.bug else []
+        return pytest.param(self, id=self.id, marks=marks)
+
+
+CURRENT = "/users/current.json"
+
+
+def key_header(login):
+    return lambda c: [("X-Redmine-API-Key", c.key(login))]
+
+
+def basic_pw(login, as_login=None):
+    return lambda c: [("Authorization", basic(as_login or login, c.pw(login)))]
+
+
+def switch(target, credential):
+    return lambda c: credential(c) + [("X-Redmine-Switch-User", target)]
+
+
+REST_ON = [
+    # -- no credential
+    Case("anonymous-current", CURRENT, lambda c: [], 401),
+    Case("anonymous-issues", "/issues.json", lambda c: [], 200, None, gate=(401, None), rule=ANONYMOUS_DENIED),
+    Case("anonymous-other-scheme", CURRENT, lambda c: [("Authorization", "Digest username=alice")], 401),
+    # -- API key as `key` parameter and X-Redmine-API-Key header
+    Case("key-param-alice", CURRENT + "?key={alice}", lambda c: [], 200, "alice"),
+    Case("key-param-admin", CURRENT + "?key={admin}", lambda c: [], 200, "admin"),
+    Case("key-header-alice", CURRENT, key_header("alice"), 200, "alice"),
+    Case("key-header-2fa-tina", CURRENT, key_header("tina"), 200, "tina"),
+    Case("key-header-must-change-mona", CURRENT, key_header("mona"), 200, "mona"),
+    Case("key-header-locked-larry", CURRENT, key_header("larry"), 401),
+    Case("key-header-registered-reggie", CURRENT, key_header("reggie"), 401),
+    Case("key-param-wrong", CURRENT + "?key=0123456789abcdef0123456789abcdef01234567", lambda c: [], 401),
+    Case("key-header-wrong", CURRENT, lambda c: [("X-Redmine-API-Key", "nope")], 401),
+    Case("key-header-uppercased", CURRENT, lambda c: [("X-Redmine-API-Key", c.key("alice").upper())], 401),
+    Case("key-header-malformed", CURRENT, lambda c: [("X-Redmine-API-Key", c.key("alice")[:20] + "-x")], 401),
+    Case("key-param-xml", "/users/current.xml?key={alice}", lambda c: [], 200, "alice"),
+    Case("key-param-format-json", "/users/current?format=json&key={alice}", lambda c: [], 200, "alice"),
+    Case("key-param-wrong-xml", "/users/current.xml?key=wrong", lambda c: [], 401),
+    Case("key-param-twice-same", CURRENT + "?key={alice}&key={alice}", lambda c: [], 200, "alice"),
+    # Redmine takes the last `key`; the gate refuses to guess.
+    Case("key-param-twice-different", CURRENT + "?key={alice}&key={admin}", lambda c: [], 200, "admin",
+         gate=(401, None), rule=AMBIGUOUS),
+    # Rails merges body parameters into params[:key]: Redmine authenticates the body's key,
+    # which the gate never sees (ext_authz sends no body unless with_request_body is set).
+    Case("key-in-form-body-over-header-key", CURRENT,
+         lambda c: key_header("alice")(c) + [("Content-Type", "application/x-www-form-urlencoded")],
+         200, "admin", gate=(200, "alice"), rule=QUERY_KEY_ONLY, body=b"key={admin}"),
+    Case("key-in-json-body-only", CURRENT, lambda c: [("Content-Type", "application/json")],
+         200, "admin", gate=(401, None), rule=QUERY_KEY_ONLY, body=b'{{"key":"{admin}"}}'),
+    # -- paths Rails routes to the API although they do not end in .json/.xml literally
+    Case("api-path-trailing-slash-key", CURRENT + "/?key={alice}", lambda c: [], 200, "alice"),
+    Case("api-path-trailing-slash-anonymous", "/issues.json/", lambda c: [], 200, None, gate=(401, None),
+         rule=ANONYMOUS_DENIED),
+    Case("api-path-xml-trailing-slash-key", "/users/current.xml/?key={alice}", lambda c: [], 200, "alice"),
+    Case("api-path-percent-encoded-extension-key", "/users/current.js%6Fn?key={alice}", lambda c: [], 200,
+         "alice"),
+    Case("api-path-percent-encoded-extension-anonymous", "/issues.js%6Fn", lambda c: [], 200, None,
+         gate=(401, None), rule=ANONYMOUS_DENIED),
+    Case("api-path-format-param-trailing-slash", "/users/current/?format=json&key={alice}", lambda c: [], 200,
+         "alice"),
+    # -- HTTP Basic with login and password
+    Case("basic-pw-alice", CURRENT, basic_pw("alice"), 200, "alice"),
+    Case("basic-pw-admin", CURRENT, basic_pw("admin"), 200, "admin"),
+    Case("basic-pw-no-key-bob", CURRENT, basic_pw("bob"), 200, "bob"),
+    Case("basic-pw-login-case-insensitive", CURRENT, basic_pw("alice", "ALICE"), 200, "alice"),
+    Case("basic-pw-login-trimmed", CURRENT, basic_pw("alice", " alice "), 200, "alice"),
+    Case("basic-pw-scheme-lowercase", CURRENT,
+         lambda c: [("Authorization", "basic " + basic("alice", c.pw("alice"))[6:])], 200, "alice"),
+    Case("basic-pw-wrong", CURRENT, lambda c: [("Authorization", basic("alice", "wrong"))], 401),
+    Case("basic-pw-unknown-user", CURRENT, lambda c: [("Authorization", basic("nobody", "pw"))], 401),
+    Case("basic-pw-empty", CURRENT, lambda c: [("Authorization", basic("alice", ""))], 401),
+    Case("basic-pw-locked-larry", CURRENT, basic_pw("larry"), 401),
+    Case("basic-pw-registered-reggie", CURRENT, basic_pw("reggie"), 401),
+    Case("basic-pw-2fa-tina", CURRENT, basic_pw("tina"), 401),
+    Case("basic-pw-must-change-mona", CURRENT, basic_pw("mona"), 403),
+    Case("basic-malformed", CURRENT, lambda c: [("Authorization", "Basic !!!")], 401),
+    Case("basic-base64-with-junk", CURRENT,
+         lambda c: [("Authorization", basic("alice", c.pw("alice")) + "*")], 200, "alice",
+         gate=(401, None), rule=STRICT_BASE64),
+    # -- HTTP Basic with an API key
+    Case("basic-key-as-user-alice", CURRENT, lambda c: [("Authorization", basic(c.key("alice"), "x"))], 200, "alice"),
+    Case("basic-key-as-user-2fa-tina", CURRENT, lambda c: [("Authorization", basic(c.key("tina"), "x"))], 200, "tina"),
+    Case("basic-key-as-user-must-change-mona", CURRENT,
+         lambda c: [("Authorization", basic(c.key("mona"), "x"))], 403),
+    Case("basic-key-as-user-locked-larry", CURRENT, lambda c: [("Authorization", basic(c.key("larry"), "x"))], 401),
+    Case("basic-key-as-password-alice", CURRENT, lambda c: [("Authorization", basic("alice", c.key("alice")))],
+         401, gate=(200, "alice"), rule=KEY_AS_PASSWORD),
+    Case("basic-key-as-password-any-user", CURRENT,
+         lambda c: [("Authorization", basic("someone", c.key("admin")))], 401, gate=(200, "admin"),
+         rule=KEY_AS_PASSWORD),
+    # -- bearer tokens: Redmine 5.0.4 has no OAuth (no Doorkeeper tables)
+    Case("bearer-header", CURRENT, lambda c: [("Authorization", "Bearer some-token")], 401),
+    Case("bearer-access-token-param", CURRENT + "?access_token=some-token", lambda c: [], 401),
+    Case("bearer-on-public-data", "/issues.json", lambda c: [("Authorization", "Bearer some-token")], 200, None,
+         gate=(401, None), rule=ANONYMOUS_DENIED),
+    # -- precedence: the first credential present decides, a wrong one never falls back
+    Case("precedence-wrong-param-over-good-header", CURRENT + "?key=wrong", key_header("alice"), 401),
+    Case("precedence-param-over-header", CURRENT + "?key={alice}", key_header("admin"), 200, "alice"),
+    Case("precedence-blank-param-then-header", CURRENT + "?key=", key_header("admin"), 200, "admin"),
+    Case("precedence-header-over-basic", CURRENT, lambda c: key_header("alice")(c) + basic_pw("admin")(c),
+         200, "alice"),
+    Case("precedence-wrong-header-over-good-basic", CURRENT,
+         lambda c: [("X-Redmine-API-Key", "wrong")] + basic_pw("admin")(c), 401),
+    Case("precedence-key-over-bearer", CURRENT + "?key={alice}",
+         lambda c: [("Authorization", "Bearer some-token")], 200, "alice"),
+    # -- X-Redmine-Switch-User
+    Case("switch-admin-to-alice", CURRENT, switch("alice", key_header("admin")), 200, "alice"),
+    Case("switch-admin-to-bob", CURRENT, switch("bob", key_header("admin")), 200, "bob"),
+    Case("switch-admin-to-2fa-tina", CURRENT, switch("tina", key_header("admin")), 200, "tina"),
+    Case("switch-admin-to-must-change-mona", CURRENT, switch("mona", key_header("admin")), 200, "mona"),
+    Case("switch-admin-to-admin", CURRENT, switch("admin", key_header("admin")), 200, "admin"),
+    Case("switch-admin-to-case-insensitive", CURRENT, switch("ALICE", key_header("admin")), 200, "alice"),
+    Case("switch-admin-to-locked-larry", CURRENT, switch("larry", key_header("admin")), 412),
+    Case("switch-admin-to-registered-reggie", CURRENT, switch("reggie", key_header("admin")), 412),
+    Case("switch-admin-to-unknown", CURRENT, switch("ghost", key_header("admin")), 412),
+    Case("switch-admin-blank-header", CURRENT, switch("  ", key_header("admin")), 200, "admin"),
+    Case("switch-admin-basic-pw-to-alice", CURRENT, switch("alice", basic_pw("admin")), 200, "alice"),
+    Case("switch-admin-basic-key-to-bob", CURRENT,
+         switch("bob", lambda c: [("Authorization", basic(c.key("admin"), "x"))]), 200, "bob"),
+    Case("switch-admin-param-key-to-mona", CURRENT + "?key={admin}", switch("mona", lambda c: []), 200, "mona"),
+    Case("switch-non-admin-alice-to-admin", CURRENT, switch("admin", key_header("alice")), 200, "alice"),
+    Case("switch-non-admin-bob-to-larry", CURRENT, switch("larry", basic_pw("bob")), 200, "bob"),
+    Case("switch-non-admin-tina-to-ghost", CURRENT, switch("ghost", key_header("tina")), 200, "tina"),
+]
+
+REST_OFF = [
+    Case("rest-off-key-alice", CURRENT, key_header("alice"), 403),
+    Case("rest-off-anonymous", CURRENT, lambda c: [], 403),
+    Case("rest-off-basic-pw-alice", CURRENT, basic_pw("alice"), 403),
+    Case("rest-off-wrong-key", CURRENT + "?key=wrong", lambda c: [], 403),
+    Case("rest-off-switch", CURRENT, switch("alice", key_header("admin")), 403),
+    Case("rest-off-xml", "/users/current.xml?key={alice}", lambda c: [], 403),
+    # Redmine 5.0.4 ignores credentials with the REST API off and serves public data anonymously.
+    Case("rest-off-public-data-anonymous", "/issues.json", lambda c: [], 200, None, gate=(403, None),
+         rule=REST_OFF_DENIES_ALL),
+    Case("rest-off-public-data-with-key", "/issues.json", key_header("alice"), 200, None, gate=(403, None),
+         rule=REST_OFF_DENIES_ALL),
+]
+
+
+@dataclass
+class Answer:
+    status: int
+    login: str | None
+    challenge: str | None
+
+    def show(self) -> str:
+        text = str(self.status)
+        if self.login:
+            text += f" {self.login}"
+        if self.challenge:
+            text += " +challenge"
+        return text
+
+
+def ask_redmine(oracle, path, headers, body=None) -> Answer:
+    response = http_request(oracle.port, "GET", path, headers, body=body, timeout=30)
+    login = None
+    if response.status == 200 and "/users/current" in path:
+        if ".xml" in path:
+            match = re.search(rb"<login>([^<]*)</login>", response.body)
+            login = match.group(1).decode() if match else None
+        else:
+            login = json.loads(response.body)["user"]["login"]
+    return Answer(response.status, login, response.header("www-authenticate"))
+
+
+def ask_gate(authz, path, headers) -> Answer:
+    response = authz.client.check(CheckCall(path=path, headers=headers, host="127.0.0.1:3000"))
+    challenge = None
+    if response.status.code != 0:
+        challenge = {h.header.key.lower(): h.header.value for h in response.denied_response.headers}.get(
+            "www-authenticate"
+        )
+    return Answer(http_status_of(response), ok_headers(response).get("x-auth-user-login"), challenge)
+
+
+def compare(case: Case, oracle, authz, creds: Creds):
+    path = case.path.format(
+        alice=creds.key("alice"), admin=creds.key("admin")
+    )
+    headers = case.headers(creds)
+    body = case.body.decode().format(alice=creds.key("alice"), admin=creds.key("admin")).encode() if case.body else None
+    redmine = ask_redmine(oracle, path, headers, body)
+    gate = ask_gate(authz, path, headers)
+
+    expected_gate = case.gate or (case.status, case.login)
+    verdict = case.rule or "agree"
+    # Redmine 5.0.4 sends the Basic challenge with every API 401; Redmine 7 (and SPEC) leave
+    # it off when the credential was an API key, so a browser does not prompt for a password.
+    key_401 = redmine.status == 401 and redmine.challenge and gate.status == 401 and not gate.challenge
+    if key_401 and case.rule is None:
+        verdict = REDMINE7_NO_CHALLENGE
+    if (redmine.status, redmine.login) != (case.status, case.login) or (gate.status, gate.login) != expected_gate:
+        verdict = "KNOWN BUG (xfail)" if case.bug else "MISMATCH"
+    ORACLE_ROWS.append((case.id, redmine.show(), gate.show(), verdict))
+
+    assert (redmine.status, redmine.login) == (case.status, case.login), f"Redmine answered {redmine}"
+    assert (gate.status, gate.login) == expected_gate, f"gate answered {gate}, Redmine {redmine}"
+    if case.rule is None:
+        assert (gate.status, gate.login) == (redmine.status, redmine.login)
+    if redmine.status == 401 and gate.status == 401:
+        if verdict == REDMINE7_NO_CHALLENGE:
+            # Only for API keys (header, parameter or malformed/unknown key); never for Basic.
+            assert any(k.lower() == "x-redmine-api-key" for k, _ in headers) or "key=" in path, case.id
+        else:
+            assert bool(gate.challenge) == bool(redmine.challenge), (gate, redmine)
+            if gate.challenge:
+                assert gate.challenge == redmine.challenge == 'Basic realm="Redmine API"'
+
+
+@pytest.fixture(scope="module")
+def creds(oracle) -> Creds:
+    return Creds(oracle.creds)
+
+
+@pytest.mark.parametrize("case", [c.params() for c in REST_ON])
+def test_rest_api_on(case, oracle, authz_oracle, creds):
+    compare(case, oracle, authz_oracle, creds)
+
+
+@pytest.fixture(scope="module")
+def rest_api_off(oracle, authz_oracle, creds):
+    """Switches Redmine's REST API off with Redmine's own code (Setting.rest_api_enabled=),
+    waits until both the service and Redmine see it, and switches it back on afterwards."""
+    probe = [("X-Redmine-API-Key", creds.key("alice"))]
+    oracle.setting("rest_api_enabled", "0")
+    try:
+        wait_until(lambda: ask_gate(authz_oracle, CURRENT, probe).status == 403, 15, "the gate to see REST off")
+        wait_until(lambda: ask_redmine(oracle, CURRENT, probe).status == 403, 15, "Redmine to see REST off")
+        yield
+    finally:
+        oracle.setting("rest_api_enabled", "1")
+        wait_until(lambda: ask_gate(authz_oracle, CURRENT, probe).status == 200, 15, "the gate to see REST on")
+        wait_until(lambda: ask_redmine(oracle, CURRENT, probe).status == 200, 15, "Redmine to see REST on")
+
+
+@pytest.mark.parametrize("case", [c.params() for c in REST_OFF])
+def test_rest_api_off(case, oracle, authz_oracle, creds, rest_api_off):
+    compare(case, oracle, authz_oracle, creds)
+
+
+def test_matrix_is_large_enough():
+    assert len(REST_ON) + len(REST_OFF) >= 40
+    ids = [c.id for c in REST_ON + REST_OFF]
+    assert len(ids) == len(set(ids))
