@@ -7,18 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::cache::{CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
 use crate::envoy::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::envoy::{proto, AuthorizationService};
 use crate::gate::{watch_settings, Gate};
-use crate::store::Store;
+use crate::store::{Invalidation, Store};
 
 /// The gRPC service name health is reported under (besides the whole server, "").
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -31,6 +33,8 @@ pub enum AppError {
     Reflection(String),
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Redis(#[from] crate::cache::RedisConfigError),
 }
 
 pub struct Application {
@@ -39,6 +43,7 @@ pub struct Application {
     config: ServeConfig,
     store: Store,
     clock: Arc<dyn Clock>,
+    cache_stats: Arc<CacheStats>,
 }
 
 impl Application {
@@ -71,7 +76,13 @@ impl Application {
             config,
             store,
             clock,
+            cache_stats: Arc::default(),
         })
+    }
+
+    /// Cache counters (hits per tier, directory lookups, Redis errors).
+    pub fn cache_stats(&self) -> Arc<CacheStats> {
+        self.cache_stats.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -97,9 +108,27 @@ impl Application {
             config,
             store,
             clock,
+            cache_stats,
         } = self;
-        let directory = Arc::new(store.clone());
-        let settings = watch_settings(directory.clone(), config.settings_refresh);
+        let directory = Arc::new(build_cache(
+            &config,
+            store.clone(),
+            clock.clone(),
+            cache_stats,
+        )?);
+        let settings_wake = Arc::new(Notify::new());
+        let settings = watch_settings(
+            directory.clone(),
+            config.settings_refresh,
+            settings_wake.clone(),
+        );
+        if config.listen_invalidations {
+            tokio::spawn(apply_invalidations(
+                crate::store::listen(config.decision.database.options.clone()),
+                directory.clone(),
+                settings_wake,
+            ));
+        }
         let gate = Arc::new(Gate::new(
             directory,
             config.decision.policy.clone(),
@@ -165,6 +194,57 @@ impl Application {
             }
         }
         Ok(())
+    }
+}
+
+fn build_cache(
+    config: &ServeConfig,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    stats: Arc<CacheStats>,
+) -> Result<CachedDirectory<Store>, AppError> {
+    let hasher = match &config.cache_secret {
+        Some(secret) => KeyHasher::new(secret.expose_secret().as_bytes().to_vec().into()),
+        None => {
+            if config.redis_url.is_some() {
+                tracing::warn!(
+                    "no --cache-secret: using a random one, so replicas cannot share Redis entries"
+                );
+            }
+            KeyHasher::random()
+        }
+    };
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisTier::new(
+            url.expose_secret(),
+            config.redis_key_prefix.clone(),
+            config.redis_timeout,
+            stats.clone(),
+        )?),
+        None => None,
+    };
+    Ok(CachedDirectory::new(
+        Arc::new(store),
+        config.cache.clone(),
+        hasher,
+        redis,
+        clock,
+        stats,
+    ))
+}
+
+/// Evicts what notifications name; a settings change re-reads settings at once.
+async fn apply_invalidations(
+    mut events: tokio::sync::mpsc::Receiver<Invalidation>,
+    cache: Arc<CachedDirectory<Store>>,
+    settings_wake: Arc<Notify>,
+) {
+    while let Some(event) = events.recv().await {
+        tracing::debug!(?event, "invalidation");
+        if matches!(event, Invalidation::Settings | Invalidation::All) {
+            settings_wake.notify_one();
+        }
+        cache.invalidate(event).await;
     }
 }
 

@@ -25,6 +25,10 @@ pub enum Command {
     DemoDb(DemoDbArgs),
     /// Ask a running server's gRPC health service; exit 0 when SERVING (for probes).
     Healthcheck(HealthcheckArgs),
+    /// Install triggers that tell the service at once when users, keys, tokens or settings change.
+    InstallTriggers(TriggerArgs),
+    /// Remove the triggers install-triggers created.
+    UninstallTriggers(TriggerArgs),
 }
 
 /// Settings shared by everything that makes decisions.
@@ -64,9 +68,31 @@ pub struct ServeArgs {
     /// HTTP address for /healthz and /readyz; off when unset.
     #[arg(long, env = "AUTHZ_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
-    /// Redis for the shared cache tier (accepted now; the cache tier is not built yet).
+    /// Redis for the cache tier shared by replicas; without it only the in-process tier is used.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key this deployment writes.
+    #[arg(long, env = "AUTHZ_REDIS_KEY_PREFIX", default_value = "redmine-authz:")]
+    pub redis_key_prefix: String,
+    /// Longest wait for Redis before treating it as a miss, in milliseconds.
+    #[arg(long, env = "AUTHZ_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+    /// Secret for the HMAC cache keys; set it to share Redis entries between replicas.
+    #[arg(long, env = "AUTHZ_CACHE_SECRET", hide_env_values = true)]
+    pub cache_secret: Option<SecretString>,
+    /// Seconds a found user, key or token stays cached; 0 turns caching off.
+    #[arg(long, env = "AUTHZ_CACHE_TTL", default_value_t = 60)]
+    pub cache_ttl: u64,
+    /// Seconds an unknown key, token or wrong password stays cached.
+    #[arg(long, env = "AUTHZ_NEGATIVE_CACHE_TTL", default_value_t = 10)]
+    pub negative_cache_ttl: u64,
+    /// Entries in the in-process cache tier; 0 keeps none in process.
+    #[arg(long, env = "AUTHZ_L1_CAPACITY", default_value_t = 100_000)]
+    pub l1_capacity: u64,
+    /// LISTEN for the invalidations that `install-triggers` sends (off on a hot standby,
+    /// which cannot LISTEN).
+    #[arg(long, env = "AUTHZ_LISTEN_INVALIDATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub listen_invalidations: bool,
     /// Longest a decision may take when Envoy sends no deadline, in milliseconds.
     #[arg(long, env = "AUTHZ_DECISION_TIMEOUT_MS", default_value_t = 1000)]
     pub decision_timeout_ms: u64,
@@ -117,4 +143,11 @@ pub struct HealthcheckArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// Redmine's database, with a role allowed to create functions and triggers.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Decision, Request, RouteMode};
-use crate::cli::{CheckArgs, DemoDbArgs, HealthcheckArgs};
+use crate::cli::{CheckArgs, DemoDbArgs, HealthcheckArgs, TriggerArgs};
 use crate::clock::SystemClock;
 use crate::config::{ConfigErrors, DatabaseTarget, DecisionConfig};
 use crate::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
@@ -191,4 +191,32 @@ pub async fn healthcheck(args: &HealthcheckArgs) -> Result<bool, CommandError> {
             .unwrap_or("UNKNOWN")
     );
     Ok(serving)
+}
+
+/// `install-triggers` (true) or `uninstall-triggers` (false).
+pub async fn triggers(args: &TriggerArgs, install: bool) -> Result<(), CommandError> {
+    let Some(url) = &args.database_url else {
+        return Err(ConfigErrors(vec![
+            "--database-url (or DATABASE_URL) is required".to_owned()
+        ])
+        .into());
+    };
+    let target = DatabaseTarget::parse(url).map_err(|e| ConfigErrors(vec![e]))?;
+    let failed = |e: sqlx::Error| CommandError::Failed(format!("on {target}: {e}"));
+    if install {
+        let tables = crate::store::install_triggers(&target.options)
+            .await
+            .map_err(failed)?;
+        println!(
+            "Triggers installed on {target}: {} notify channel {:?}.",
+            tables.join(", "),
+            crate::store::CHANNEL
+        );
+    } else {
+        crate::store::uninstall_triggers(&target.options)
+            .await
+            .map_err(failed)?;
+        println!("Triggers removed from {target}.");
+    }
+    Ok(())
 }

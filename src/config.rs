@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::auth::{ExternalAuth, Policy, RedmineTimezone};
+use crate::cache::CacheOptions;
 use crate::cli::{DecisionArgs, ServeArgs};
 use crate::envoy::ResponseOptions;
 use crate::store::StoreOptions;
@@ -84,6 +85,12 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub redis_url: Option<SecretString>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    /// `None`: a random per-process secret (Redis entries then not shared by replicas).
+    pub cache_secret: Option<SecretString>,
+    pub cache: CacheOptions,
+    pub listen_invalidations: bool,
     pub decision: DecisionConfig,
     /// Upper bound on one decision when Envoy sends no deadline.
     pub decision_timeout: Duration,
@@ -178,6 +185,16 @@ impl ServeConfig {
                 errors.push("--redis-url must be a redis:// or rediss:// URL".to_owned());
             }
         }
+        if args.redis_timeout_ms == 0 {
+            errors.push("--redis-timeout-ms must be at least 1".to_owned());
+        }
+        if args
+            .cache_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().len() < 16)
+        {
+            errors.push("--cache-secret must be at least 16 characters".to_owned());
+        }
         if args.decision_timeout_ms == 0 {
             errors.push("--decision-timeout-ms must be at least 1".to_owned());
         }
@@ -187,6 +204,15 @@ impl ServeConfig {
                 listen,
                 admin_listen: admin_listen.flatten(),
                 redis_url: args.redis_url.clone(),
+                redis_key_prefix: args.redis_key_prefix.clone(),
+                redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+                cache_secret: args.cache_secret.clone(),
+                cache: CacheOptions {
+                    ttl: Duration::from_secs(args.cache_ttl),
+                    negative_ttl: Duration::from_secs(args.negative_cache_ttl),
+                    l1_capacity: args.l1_capacity,
+                },
+                listen_invalidations: args.listen_invalidations,
                 decision,
                 decision_timeout: Duration::from_millis(args.decision_timeout_ms),
                 settings_refresh: Duration::from_secs(args.settings_refresh_secs.max(1)),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::auth::credentials::BasicCredentials;
 use crate::auth::decide::{self, Authentication, Resolved, SwitchRequest};
@@ -163,15 +163,23 @@ fn unavailable(request: &Request) -> Decision {
     ))
 }
 
-/// Reads settings now and then every `interval`, keeping the last good value while the
-/// database is away. The task ends when every receiver is gone.
-pub fn watch_settings<D: Directory>(directory: Arc<D>, interval: Duration) -> SettingsWatch {
+/// Reads settings now, then every `interval` and whenever `wake` is notified (a settings
+/// trigger fired), keeping the last good value while the database is away. The task ends
+/// when every receiver is gone.
+pub fn watch_settings<D: Directory>(
+    directory: Arc<D>,
+    interval: Duration,
+    wake: Arc<Notify>,
+) -> SettingsWatch {
     let (sender, receiver) = watch::channel(None);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = wake.notified() => {}
+            }
             match directory.settings().await {
                 Ok(settings) => {
                     sender.send_if_modified(|current| {

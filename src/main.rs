@@ -33,6 +33,12 @@ async fn main() -> ExitCode {
         }),
         Command::DemoDb(args) => commands::demo_db(args).await.map(|()| ExitCode::SUCCESS),
         Command::Healthcheck(args) => commands::healthcheck(args).await.map(exit_if),
+        Command::InstallTriggers(args) => commands::triggers(args, true)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::UninstallTriggers(args) => commands::triggers(args, false)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|error| {
         eprint!("{error}");

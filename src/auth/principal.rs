@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 pub const STATUS_ACTIVE: i32 = 1;
 
 /// One user as the decision needs it. No password hash: a `Principal` may be cached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub id: i64,
     pub login: String,
@@ -59,7 +59,7 @@ impl Principal {
 }
 
 /// The outcome of checking a login and password against the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PasswordCheck {
     /// The password is right; the user may still be inactive or use 2FA.
     Valid(Principal),
@@ -69,8 +69,9 @@ pub enum PasswordCheck {
     External(Principal),
 }
 
-/// An OAuth2 access token issued by Redmine's Doorkeeper.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An OAuth2 access token issued by Redmine's Doorkeeper (its hash is the lookup key and
+/// is not kept here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccessToken {
     pub application_id: Option<i64>,
     /// The resource owner, if the row still exists.

@@ -2,6 +2,7 @@
 //! `default_transaction_read_only`, so the gate can sit on a replica and can never write.
 
 mod demo;
+mod notify;
 mod queries;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::auth::{
 use crate::directory::{Directory, DirectoryError};
 
 pub use demo::{seed_demo, DemoError, DemoUser, DEMO_OAUTH_SCOPES, DEMO_OAUTH_TOKEN, DEMO_USERS};
+pub use notify::{install_triggers, listen, uninstall_triggers, Invalidation, CHANNEL};
 use queries::{TokenRow, UserRow};
 
 /// Pool and timeout settings for the Redmine database.
@@ -166,7 +168,11 @@ const UNDEFINED_TABLE: &str = "42P01";
 
 /// Maps a driver error to a message that names its kind, never the URL or a query value.
 fn unavailable(error: sqlx::Error) -> DirectoryError {
-    let kind = match &error {
+    DirectoryError::Unavailable(describe(&error))
+}
+
+fn describe(error: &sqlx::Error) -> String {
+    match error {
         sqlx::Error::PoolTimedOut => "connection pool exhausted".to_owned(),
         sqlx::Error::PoolClosed => "connection pool closed".to_owned(),
         sqlx::Error::Io(e) => format!("i/o: {}", e.kind()),
@@ -174,6 +180,5 @@ fn unavailable(error: sqlx::Error) -> DirectoryError {
         sqlx::Error::Database(e) => format!("database error {}", e.code().unwrap_or_default()),
         sqlx::Error::Protocol(_) => "protocol".to_owned(),
         _ => "query failed".to_owned(),
-    };
-    DirectoryError::Unavailable(kind)
+    }
 }

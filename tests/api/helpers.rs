@@ -83,6 +83,10 @@ pub async fn fresh_database() -> String {
     redmine_authz::store::seed_demo(&options, false)
         .await
         .expect("seed demo data");
+    // As in production: changes to users, keys, tokens and settings evict at once.
+    redmine_authz::store::install_triggers(&options)
+        .await
+        .expect("install triggers");
     url
 }
 
@@ -198,15 +202,27 @@ pub async fn spawn_app_without_ready_wait(database_url: &str) -> TestApp {
 }
 
 impl TestApp {
+    /// Ready, and LISTENing for invalidations (so a fixture change is seen at once).
     async fn wait_ready(&self) {
         let Some(port) = self.admin_port else { return };
-        for _ in 0..100 {
-            if http_status(port, "/readyz").await == Some(200) {
+        for _ in 0..200 {
+            if http_status(port, "/readyz").await == Some(200) && self.listening().await {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("server did not become ready");
+    }
+
+    async fn listening(&self) -> bool {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&self.db)
+        .await
+        .unwrap_or(0);
+        listeners > 0
     }
 
     pub async fn send(&self, check: CheckRequest) -> CheckResponse {

@@ -1,0 +1,297 @@
+//! Two cache tiers in front of the directory: in-process (moka) and Redis. Both hold what the
+//! directory answered (the principal, a token's times and scopes), never a decision: expiry,
+//! switch-user and every other rule are applied on each request by the decision core.
+//!
+//! Misses for one key are coalesced into one lookup (moka's `try_get_with`). Entries carry
+//! their own expiry, read from the [`Clock`], so a test can move time past a TTL.
+
+mod key;
+mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{
+    AccessToken, ApiKey, BearerToken, Login, Password, PasswordCheck, Principal, Settings,
+};
+use crate::clock::Clock;
+use crate::directory::{Directory, DirectoryError};
+use crate::store::Invalidation;
+
+pub use key::{CacheKey, KeyHasher, KeyKind};
+pub use redis::{RedisConfigError, RedisTier};
+
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// How long a found user, key or token is kept; zero turns caching off.
+    pub ttl: Duration,
+    /// How long a "not found" or wrong password is kept.
+    pub negative_ttl: Duration,
+    /// Entries in the in-process tier; zero keeps nothing in process (misses still coalesce).
+    pub l1_capacity: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+            l1_capacity: 100_000,
+        }
+    }
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub l1_hits: AtomicU64,
+    pub redis_hits: AtomicU64,
+    /// Lookups that went to the directory (PostgreSQL).
+    pub directory_lookups: AtomicU64,
+    pub redis_errors: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What a cached lookup answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Answer {
+    User(Option<Principal>),
+    Password(PasswordCheck),
+    Token(Option<AccessToken>),
+}
+
+impl Answer {
+    /// The user this answer is about, for eviction; `None` for a negative answer.
+    fn user_id(&self) -> Option<i64> {
+        match self {
+            Self::User(Some(p))
+            | Self::Password(PasswordCheck::Valid(p) | PasswordCheck::External(p)) => Some(p.id),
+            Self::Token(Some(token)) => token.owner.as_ref().map(|p| p.id),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    answer: Answer,
+    expires_at: DateTime<Utc>,
+}
+
+pub struct CachedDirectory<D> {
+    inner: Arc<D>,
+    options: CacheOptions,
+    hasher: KeyHasher,
+    l1: Cache<CacheKey, Arc<Entry>>,
+    redis: Option<RedisTier>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<CacheStats>,
+}
+
+impl<D: Directory> CachedDirectory<D> {
+    pub fn new(
+        inner: Arc<D>,
+        options: CacheOptions,
+        hasher: KeyHasher,
+        redis: Option<RedisTier>,
+        clock: Arc<dyn Clock>,
+        stats: Arc<CacheStats>,
+    ) -> Self {
+        // moka's own expiry only bounds memory; freshness is judged by `Entry::expires_at`.
+        let l1 = Cache::builder()
+            .max_capacity(options.l1_capacity)
+            .time_to_live(
+                options
+                    .ttl
+                    .max(options.negative_ttl)
+                    .max(Duration::from_millis(1)),
+            )
+            .support_invalidation_closures()
+            .build();
+        Self {
+            inner,
+            options,
+            hasher,
+            l1,
+            redis,
+            clock,
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        &self.stats
+    }
+
+    fn enabled(&self) -> bool {
+        !self.options.ttl.is_zero()
+    }
+
+    /// L1, then Redis, then the directory, with concurrent misses for `key` coalesced.
+    async fn lookup<F>(&self, key: CacheKey, fetch: F) -> Result<Answer, DirectoryError>
+    where
+        F: std::future::Future<Output = Result<Answer, DirectoryError>> + Send,
+    {
+        if !self.enabled() {
+            self.stats.directory_lookups.fetch_add(1, Ordering::Relaxed);
+            return fetch.await;
+        }
+        let now = self.clock.now();
+        if let Some(entry) = self.l1.get(&key).await {
+            if entry.expires_at > now {
+                self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(entry.answer.clone());
+            }
+            self.l1.invalidate(&key).await;
+        }
+        let entry = self
+            .l1
+            .try_get_with(key, async {
+                if let Some(entry) = self.read_redis(key, now).await {
+                    self.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Arc::new(entry));
+                }
+                self.stats.directory_lookups.fetch_add(1, Ordering::Relaxed);
+                let answer = fetch.await?;
+                let ttl = if answer.user_id().is_some() {
+                    self.options.ttl
+                } else {
+                    self.options.negative_ttl
+                };
+                let entry = Entry {
+                    expires_at: now + ttl,
+                    answer,
+                };
+                self.write_redis(key, &entry, ttl).await;
+                Ok::<_, DirectoryError>(Arc::new(entry))
+            })
+            .await
+            .map_err(|e: Arc<DirectoryError>| DirectoryError::Unavailable(e.to_string()))?;
+        if self.options.l1_capacity == 0 {
+            self.l1.invalidate(&key).await;
+        }
+        Ok(entry.answer.clone())
+    }
+
+    async fn read_redis(&self, key: CacheKey, now: DateTime<Utc>) -> Option<Entry> {
+        let bytes = self.redis.as_ref()?.get(key).await?;
+        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+        (entry.expires_at > now).then_some(entry)
+    }
+
+    async fn write_redis(&self, key: CacheKey, entry: &Entry, ttl: Duration) {
+        let Some(redis) = &self.redis else { return };
+        if let Ok(bytes) = serde_json::to_vec(entry) {
+            redis.set(key, bytes, ttl, entry.answer.user_id()).await;
+        }
+    }
+
+    /// Applies a notification from the database.
+    pub async fn invalidate(&self, event: Invalidation) {
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        match event {
+            Invalidation::User(user_id) => {
+                let _ = self
+                    .l1
+                    .invalidate_entries_if(move |_, entry| entry.answer.user_id() == Some(user_id));
+                if let Some(redis) = &self.redis {
+                    redis.evict_user(user_id).await;
+                }
+            }
+            // Settings are not cached here; the settings watch re-reads them.
+            Invalidation::Settings => {}
+            Invalidation::All => {
+                self.l1.invalidate_all();
+                if let Some(redis) = &self.redis {
+                    redis.evict_all().await;
+                }
+            }
+        }
+    }
+}
+
+fn unexpected() -> DirectoryError {
+    DirectoryError::Unavailable("cache entry of the wrong kind".to_owned())
+}
+
+impl<D: Directory> Directory for CachedDirectory<D> {
+    async fn user_by_api_key(&self, key: &ApiKey) -> Result<Option<Principal>, DirectoryError> {
+        let cache_key = self.hasher.key(KeyKind::ApiKey, &[key.expose()]);
+        match self
+            .lookup(cache_key, async {
+                self.inner.user_by_api_key(key).await.map(Answer::User)
+            })
+            .await?
+        {
+            Answer::User(user) => Ok(user),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn user_by_login(&self, login: &Login) -> Result<Option<Principal>, DirectoryError> {
+        let cache_key = self.hasher.key(KeyKind::Login, &[login.as_str()]);
+        match self
+            .lookup(cache_key, async {
+                self.inner.user_by_login(login).await.map(Answer::User)
+            })
+            .await?
+        {
+            Answer::User(user) => Ok(user),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn password_login(
+        &self,
+        login: &Login,
+        password: &Password,
+    ) -> Result<PasswordCheck, DirectoryError> {
+        // Keyed by login and password together: a cached "valid" needs the same password.
+        let cache_key = self
+            .hasher
+            .key(KeyKind::Password, &[login.as_str(), password.expose()]);
+        match self
+            .lookup(cache_key, async {
+                self.inner
+                    .password_login(login, password)
+                    .await
+                    .map(Answer::Password)
+            })
+            .await?
+        {
+            Answer::Password(check) => Ok(check),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn access_token(
+        &self,
+        token: &BearerToken,
+    ) -> Result<Option<AccessToken>, DirectoryError> {
+        let cache_key = self.hasher.key(KeyKind::Bearer, &[token.expose()]);
+        match self
+            .lookup(cache_key, async {
+                self.inner.access_token(token).await.map(Answer::Token)
+            })
+            .await?
+        {
+            Answer::Token(found) => Ok(found),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn settings(&self) -> Result<Settings, DirectoryError> {
+        self.inner.settings().await
+    }
+}

@@ -1,0 +1,186 @@
+//! The shared tier: Redis, optional and never fatal. Every call is bounded by a timeout;
+//! a failure is counted, logged at most every few seconds, and treated as a miss.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis::{self, AsyncCommands as _};
+use deadpool_redis::{Config, Pool, Runtime};
+
+use super::key::CacheKey;
+use super::CacheStats;
+
+pub struct RedisTier {
+    pool: Pool,
+    prefix: String,
+    timeout: Duration,
+    stats: Arc<CacheStats>,
+    started: Instant,
+    /// Milliseconds since `started` of the last warning, to rate-limit them.
+    last_warning: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis configuration")]
+pub struct RedisConfigError;
+
+impl RedisTier {
+    pub fn new(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+        stats: Arc<CacheStats>,
+    ) -> Result<Self, RedisConfigError> {
+        let mut config = Config::from_url(url);
+        let mut pool_config = deadpool_redis::PoolConfig::new(32);
+        pool_config.timeouts.wait = Some(timeout);
+        pool_config.timeouts.create = Some(timeout.max(Duration::from_millis(250)));
+        pool_config.timeouts.recycle = Some(timeout);
+        config.pool = Some(pool_config);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|_| RedisConfigError)?;
+        Ok(Self {
+            pool,
+            prefix,
+            timeout,
+            stats,
+            started: Instant::now(),
+            last_warning: AtomicU64::new(0),
+        })
+    }
+
+    fn entry_key(&self, key: CacheKey) -> String {
+        format!("{}e:{}", self.prefix, key.to_hex())
+    }
+
+    fn user_index(&self, user_id: i64) -> String {
+        format!("{}u:{}", self.prefix, user_id)
+    }
+
+    pub async fn get(&self, key: CacheKey) -> Option<Vec<u8>> {
+        let entry_key = self.entry_key(key);
+        self.bounded("get", async move {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            conn.get::<_, Option<Vec<u8>>>(entry_key)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .flatten()
+    }
+
+    /// Stores an entry; a positive one is also indexed under its user for eviction.
+    pub async fn set(&self, key: CacheKey, value: Vec<u8>, ttl: Duration, user_id: Option<i64>) {
+        let entry_key = self.entry_key(key);
+        let index = user_id.map(|id| self.user_index(id));
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.bounded("set", async move {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&entry_key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            if let Some(index) = index {
+                pipe.cmd("SADD").arg(&index).arg(&entry_key).ignore();
+                pipe.cmd("PEXPIRE").arg(&index).arg(ttl_ms).ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    }
+
+    /// Drops every entry indexed under `user_id`.
+    pub async fn evict_user(&self, user_id: i64) {
+        let index = self.user_index(user_id);
+        self.bounded("evict", async move {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let members: Vec<String> = conn.smembers(&index).await.map_err(|e| e.to_string())?;
+            let mut pipe = redis::pipe();
+            for member in &members {
+                pipe.cmd("DEL").arg(member).ignore();
+            }
+            pipe.cmd("DEL").arg(&index).ignore();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    }
+
+    /// Drops every key under this deployment's prefix.
+    pub async fn evict_all(&self) {
+        let pattern = format!("{}*", self.prefix);
+        let result = tokio::time::timeout(self.timeout * 20, async move {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if next == 0 {
+                    return Ok::<_, String>(());
+                }
+                cursor = next;
+            }
+        })
+        .await;
+        if !matches!(result, Ok(Ok(()))) {
+            self.failed("evict all");
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(_)) | Err(_) => {
+                self.failed(operation);
+                None
+            }
+        }
+    }
+
+    /// Counts a failure and warns at most every 10 s; the error text stays out of logs, as
+    /// Redis errors may quote the URL.
+    fn failed(&self, operation: &str) {
+        self.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .last_warning
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let errors = self.stats.redis_errors.load(Ordering::Relaxed);
+            tracing::warn!(
+                operation,
+                errors,
+                "Redis unavailable or slow; deciding from the in-process tier and the database"
+            );
+        }
+    }
+}
