@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Offline checks of the Helm chart and the mesh wiring, run by scripts/test-chart.sh.
+
+Prints one line per check, "PASS: ..." or "FAIL: ...", and exits 1 if any failed.
+
+  chart-validate.py manifests FILE --kube-version V [--kube-version V]... --label NAME
+      every rendered object validates (strict) against the Kubernetes schemas of each
+      version; CRD objects whose schemas kubernetes-validate does not ship (ServiceMonitor)
+      get a structural check instead; then the chart's production rules are asserted.
+  chart-validate.py helm4 CHART_DIR OUT_DIR
+      Helm 4 (PyPI helm-python-sdk): lint default and ci/full-values.yaml for the chart's
+      minimum Kubernetes, render both into OUT_DIR, reject wrong values via the schema, and
+      compare NOTES.txt's Istio wiring with deploy/istio/.
+  chart-validate.py mesh REPO_DIR
+      deploy/istio and deploy/envoy-gateway: YAML parses; CRD objects are checked against
+      the subset schemas below (apiVersion, kind, required fields, enums, no unknown fields
+      in the parts we use); Kubernetes-native objects against kubernetes-validate.
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+RESULTS = {"pass": 0, "fail": 0}
+
+
+def check(name, ok, detail=""):
+    if ok:
+        RESULTS["pass"] += 1
+        print(f"PASS: {name}")
+    else:
+        RESULTS["fail"] += 1
+        print(f"FAIL: {name}" + (f": {detail}" if detail else ""))
+    return ok
+
+
+def attempt(name, fn):
+    """Runs fn(); an exception or a falsy/str result is a failure (a str is the reason)."""
+    try:
+        result = fn()
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return check(name, False, f"{error.message} at {where}")
+    except Exception as error:  # noqa: BLE001 - every failure is a reported check
+        return check(name, False, f"{type(error).__name__}: {str(error)[:500]}")
+    if isinstance(result, str):
+        return check(name, False, result)
+    return check(name, result is not False)
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def kn(obj):
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+# --- schemas for the CRD objects whose OpenAPI schemas are not available offline -----------
+
+STR = {"type": "string"}
+STRS = {"type": "array", "items": STR}
+STRMAP = {"type": "object", "additionalProperties": STR}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                   "namespace": STR, "labels": STRMAP, "annotations": STRMAP},
+}
+
+
+def crd(api_versions, kind, spec):
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"enum": api_versions},
+            "kind": {"const": kind},
+            "metadata": METADATA,
+            "spec": spec,
+        },
+    }
+
+
+def closed(props, required=()):
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "required": list(required)}
+
+
+# Istio's MeshConfig.ExtensionProvider with its envoyExtAuthzGrpc variant (istio.io/api
+# mesh/v1alpha1/config.proto, EnvoyExternalAuthorizationGrpcProvider).
+EXT_AUTHZ_GRPC = closed({
+    "service": STR, "port": PORT, "timeout": DURATION, "failOpen": {"type": "boolean"},
+    "clearRouteCache": {"type": "boolean"}, "statusOnError": {"type": "string", "pattern": "^[1-5][0-9][0-9]$"},
+    "includeRequestBodyInCheck": {"type": "object"},
+}, required=["service", "port"])
+EXTENSION_PROVIDER = {
+    "type": "object", "required": ["name"],
+    "properties": {"name": STR, "envoyExtAuthzGrpc": EXT_AUTHZ_GRPC},
+    "minProperties": 2, "maxProperties": 2,
+}
+MESH_CONFIG = {"type": "object", "properties": {
+    "extensionProviders": {"type": "array", "minItems": 1, "items": EXTENSION_PROVIDER}},
+    "required": ["extensionProviders"]}
+
+OPERATION = closed({k: STRS for k in (
+    "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")})
+SOURCE = closed({k: STRS for k in (
+    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
+    "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")})
+AUTHORIZATION_POLICY_SPEC = {
+    **closed({
+        "selector": closed({"matchLabels": STRMAP}),
+        "targetRef": {"type": "object"}, "targetRefs": {"type": "array"},
+        "action": {"enum": ["ALLOW", "DENY", "AUDIT", "CUSTOM"]},
+        "provider": closed({"name": STR}, required=["name"]),
+        "rules": {"type": "array", "items": closed({
+            "from": {"type": "array", "items": closed({"source": SOURCE}, ["source"])},
+            "to": {"type": "array", "items": closed({"operation": OPERATION}, ["operation"])},
+            "when": {"type": "array", "items": closed({"key": STR, "values": STRS, "notValues": STRS}, ["key"])},
+        })},
+    }),
+    # Istio: a CUSTOM policy must name its provider (and only CUSTOM may).
+    "if": {"properties": {"action": {"const": "CUSTOM"}}, "required": ["action"]},
+    "then": {"required": ["provider"]},
+    "else": {"not": {"required": ["provider"]}},
+}
+
+BACKEND_REF = closed({"group": STR, "kind": {"enum": ["Service", "ServiceImport", "Backend"]},
+                      "name": STR, "namespace": STR, "port": PORT, "weight": {"type": "integer"}},
+                     required=["name", "port"])
+SECURITY_POLICY_SPEC = closed({
+    "targetRef": {"type": "object"},
+    "targetRefs": {"type": "array", "minItems": 1, "items": closed(
+        {"group": STR, "kind": {"enum": ["Gateway", "HTTPRoute", "GRPCRoute"]}, "name": STR,
+         "sectionName": STR}, required=["group", "kind", "name"])},
+    "targetSelectors": {"type": "array"},
+    "extAuth": {
+        **closed({
+            "grpc": closed({"backendRefs": {"type": "array", "minItems": 1, "items": BACKEND_REF},
+                            "backendSettings": {"type": "object"}}, required=["backendRefs"]),
+            "http": {"type": "object"},
+            "headersToExtAuth": STRS, "bodyToExtAuth": {"type": "object"},
+            "timeout": DURATION, "failOpen": {"type": "boolean"},
+            "recomputeRoute": {"type": "boolean"}, "contextExtensions": {"type": "array"},
+        }),
+        "oneOf": [{"required": ["grpc"]}, {"required": ["http"]}],
+    },
+    "jwt": {"type": "object"}, "oidc": {"type": "object"}, "basicAuth": {"type": "object"},
+    "apiKeyAuth": {"type": "object"}, "cors": {"type": "object"}, "authorization": {"type": "object"},
+})
+REFERENCE_GRANT_SPEC = closed({
+    "from": {"type": "array", "minItems": 1, "items": closed(
+        {"group": STR, "kind": STR, "namespace": STR}, required=["group", "kind", "namespace"])},
+    "to": {"type": "array", "minItems": 1, "items": closed(
+        {"group": STR, "kind": STR, "name": STR}, required=["group", "kind"])},
+}, required=["from", "to"])
+SERVICE_MONITOR_SPEC = {"type": "object", "required": ["selector", "endpoints"], "properties": {
+    "selector": closed({"matchLabels": STRMAP, "matchExpressions": {"type": "array"}}),
+    "namespaceSelector": closed({"matchNames": STRS, "any": {"type": "boolean"}}),
+    "endpoints": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["port"],
+        "properties": {"port": STR, "path": {"type": "string", "pattern": "^/"},
+                       "interval": DURATION, "scrapeTimeout": DURATION}}},
+}}
+
+CRD_SCHEMAS = {
+    "AuthorizationPolicy": crd(["security.istio.io/v1", "security.istio.io/v1beta1"],
+                               "AuthorizationPolicy", AUTHORIZATION_POLICY_SPEC),
+    "IstioOperator": crd(["install.istio.io/v1alpha1"], "IstioOperator",
+                         {"type": "object", "required": ["meshConfig"],
+                          "properties": {"meshConfig": MESH_CONFIG}}),
+    "SecurityPolicy": crd(["gateway.envoyproxy.io/v1alpha1"], "SecurityPolicy", SECURITY_POLICY_SPEC),
+    "ReferenceGrant": crd(["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"],
+                          "ReferenceGrant", REFERENCE_GRANT_SPEC),
+    "ServiceMonitor": crd(["monitoring.coreos.com/v1"], "ServiceMonitor", SERVICE_MONITOR_SPEC),
+}
+
+
+def validate_crd(obj):
+    schema = CRD_SCHEMAS.get(obj.get("kind"))
+    if schema is None:
+        return f"no schema for CRD kind {obj.get('kind')}"
+    jsonschema.Draft7Validator(schema).validate(obj)
+    return True
+
+
+def validate_native(obj, version):
+    kubernetes_validate.validate(obj, version, strict=True)
+    return True
+
+
+def seconds(duration):
+    total = 0.0
+    for number, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", duration):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def check_provider(where, provider):
+    grpc = provider.get("envoyExtAuthzGrpc", {})
+    check(f"{where}: provider {provider.get('name')} has an explicit timeout under Istio's 600s default",
+          "timeout" in grpc and 0 < seconds(grpc["timeout"]) < 600, f"timeout={grpc.get('timeout')!r}")
+    check(f"{where}: provider {provider.get('name')} is fail-closed (failOpen: false)",
+          grpc.get("failOpen") is False, f"failOpen={grpc.get('failOpen')!r}")
+    check(f"{where}: provider service is a cluster FQDN on the chart's gRPC port 9191",
+          grpc.get("service", "").endswith(".svc.cluster.local") and grpc.get("port") == 9191,
+          f"{grpc.get('service')}:{grpc.get('port')}")
+
+
+# --- rendered chart ------------------------------------------------------------------------
+
+def chart_rules(label, objs):
+    """The chart's production rules, asserted on the rendered objects."""
+    by_kind = {}
+    for obj in objs:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    deployments = by_kind.get("Deployment", [])
+    if not check(f"{label}: exactly one Deployment", len(deployments) == 1):
+        return
+    dep = deployments[0]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    check(f"{label}: pod template has the ConfigMap checksum annotation",
+          re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/config", "")) is not None)
+    psc, csc = pod.get("securityContext", {}), container.get("securityContext", {})
+    check(f"{label}: restricted securityContext (non-root, read-only root, drop ALL, no escalation, seccomp RuntimeDefault)",
+          psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0
+          and csc.get("readOnlyRootFilesystem") is True
+          and csc.get("allowPrivilegeEscalation") is False
+          and csc.get("capabilities", {}).get("drop") == ["ALL"]
+          and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+          and csc.get("seccompProfile", {}).get("type") == "RuntimeDefault", json.dumps([psc, csc]))
+    check(f"{label}: no service account token in the pod", pod.get("automountServiceAccountToken") is False)
+    ready, live, start = (container.get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe"))
+    check(f"{label}: readiness is a native gRPC probe on the gRPC port",
+          bool(ready) and "grpc" in ready
+          and ready["grpc"]["port"] == next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc"))
+    check(f"{label}: liveness and startup are HTTP /healthz on the admin port (never the database)",
+          bool(live) and bool(start)
+          and all(p.get("httpGet", {}).get("path") == "/healthz" and p["httpGet"]["port"] == "http-admin"
+                  for p in (live, start)))
+    check(f"{label}: resources have requests and a memory limit",
+          "cpu" in container.get("resources", {}).get("requests", {})
+          and "memory" in container.get("resources", {}).get("limits", {}))
+    check(f"{label}: topology spread constraints set", bool(pod.get("topologySpreadConstraints")))
+    env = {e["name"]: e for e in container.get("env", [])}
+    check(f"{label}: DATABASE_URL comes from a Secret, not a literal",
+          "secretKeyRef" in env.get("DATABASE_URL", {}).get("valueFrom", {}))
+    check(f"{label}: no secret in the ConfigMap",
+          all(not re.search(r"(?i)url|secret|password", k) for cm in by_kind.get("ConfigMap", [])
+              for k in cm.get("data", {})))
+    services = by_kind.get("Service", [])
+    ports = {p["name"]: p for s in services for p in s["spec"]["ports"]}
+    check(f"{label}: Service port 'grpc' with appProtocol grpc, and the admin port",
+          ports.get("grpc", {}).get("appProtocol") == "grpc" and "http-admin" in ports, json.dumps(ports))
+    check(f"{label}: ServiceAccount without token automount",
+          all(sa.get("automountServiceAccountToken") is False for sa in by_kind.get("ServiceAccount", [])))
+    hpa = by_kind.get("HorizontalPodAutoscaler", [])
+    check(f"{label}: HPA is autoscaling/v2 and the Deployment leaves replicas to it",
+          all(h["apiVersion"] == "autoscaling/v2" for h in hpa) and (not hpa or "replicas" not in dep["spec"]))
+    check(f"{label}: PodDisruptionBudget present", len(by_kind.get("PodDisruptionBudget", [])) == 1)
+    tests = [p for p in by_kind.get("Pod", [])
+             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    check(f"{label}: helm test pod runs `redmine-authz healthcheck` against the Service",
+          len(tests) == 1 and tests[0]["spec"]["containers"][0]["args"][:2]
+          == ["healthcheck", "--addr"] and tests[0]["spec"]["containers"][0]["args"][2].split(":")[0]
+          == services[0]["metadata"]["name"])
+    for np in by_kind.get("NetworkPolicy", []):
+        egress_ports = [p.get("port") for rule in np["spec"].get("egress", []) for p in rule.get("ports", [])]
+        check(f"{label}: NetworkPolicy allows DNS egress (53/UDP and 53/TCP)", egress_ports.count(53) >= 2)
+    for sm in by_kind.get("ServiceMonitor", []):
+        check(f"{label}: ServiceMonitor scrapes the Service's admin port at /metrics",
+              sm["spec"]["endpoints"][0]["port"] in ports and sm["spec"]["endpoints"][0]["path"] == "/metrics")
+
+
+def cmd_manifests(args):
+    try:
+        objs = load_docs(args.file)
+    except yaml.YAMLError as error:
+        check(f"{args.label}: rendered manifests parse", False, str(error))
+        return
+    check(f"{args.label}: rendered manifests parse ({len(objs)} objects)", len(objs) > 0)
+    for obj in objs:
+        if "/" in obj.get("apiVersion", "") and obj["apiVersion"].split("/")[0] in (
+                "monitoring.coreos.com",):
+            print(f"SKIP: {args.label}: {kn(obj)} ({obj['apiVersion']}) is a CRD whose schema "
+                  "kubernetes-validate does not ship; structural check instead")
+            attempt(f"{args.label}: {kn(obj)} structural check", lambda o=obj: validate_crd(o))
+            continue
+        for version in args.kube_version:
+            attempt(f"{args.label}: {kn(obj)} validates (strict) against Kubernetes {version}",
+                    lambda o=obj, v=version: validate_native(o, v))
+    chart_rules(args.label, objs)
+    if args.cli:
+        cli_rules(args.label, objs, Path(args.cli).read_text())
+
+
+def cli_rules(label, objs, cli_source):
+    """The names the chart hands the binary exist in its command line (src/cli.rs)."""
+    known = set(re.findall(r'env = "([A-Z0-9_]+)"', cli_source)) | {"RUST_LOG"}
+    names = [k for o in objs if o["kind"] == "ConfigMap" for k in o.get("data", {})]
+    names += [e["name"] for o in objs if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+              if "secretKeyRef" in e.get("valueFrom", {})]
+    unknown = sorted(set(names) - known - {"AUTHZ_CACHE_SECRET"})
+    check(f"{label}: every environment variable the chart sets is one `redmine-authz serve` reads",
+          not unknown, f"unknown to src/cli.rs: {unknown}")
+    flags = {"--" + f.replace("_", "-") for f in re.findall(
+        r"pub ([a-z_]+):", cli_source.split("pub struct HealthcheckArgs")[-1])}
+    used = [a for o in objs if o["kind"] == "Pod" for c in o["spec"]["containers"]
+            for a in c.get("args", []) if a.startswith("--")]
+    check(f"{label}: the helm test pod's healthcheck flags exist ({' '.join(used)})",
+          bool(used) and set(used) <= flags, f"known: {sorted(flags)}")
+
+
+# --- Helm 4 --------------------------------------------------------------------------------
+
+def cmd_helm4(args):
+    from helm_python import chart as hchart
+
+    chart_dir = Path(args.chart)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kube_min = "v" + re.search(r"([0-9]+\.[0-9]+)", yaml.safe_load(
+        (chart_dir / "Chart.yaml").read_text())["kubeVersion"]).group(1) + ".0"
+    full = yaml.safe_load((chart_dir / "ci" / "full-values.yaml").read_text())
+    for label, values in (("default", None), ("full", full)):
+        def lint(values=values):
+            report = hchart.lint(str(chart_dir), values, strict=True, kube_version=kube_min)
+            bad = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+            return True if not bad else json.dumps(bad)
+        attempt(f"helm4 lint --strict --kube-version {kube_min} ({label} values)", lint)
+
+        def render(label=label, values=values):
+            ch = hchart.Chart.load(str(chart_dir))
+            docs = ch.render(values, name="redmine-authz", namespace="redmine-authz", is_install=True)
+            manifests = "\n---\n".join(v for k, v in sorted(docs.items()) if not k.endswith("NOTES.txt"))
+            (out / f"helm4-{label}.yaml").write_text(manifests)
+            (out / f"helm4-{label}-NOTES.txt").write_text(docs.get("redmine-authz/templates/NOTES.txt", ""))
+            return True
+        attempt(f"helm4 render ({label} values)", render)
+
+    for label, values in BAD_VALUES:
+        def rejected(values=values):
+            ch = hchart.Chart.load(str(chart_dir))
+            try:
+                ch.render(values, name="redmine-authz", namespace="redmine-authz")
+            except Exception as error:  # noqa: BLE001
+                return True if "schema" in str(error) else f"failed, but not by the schema: {error}"
+            return "rendered anyway"
+        attempt(f"helm4: values.schema.json rejects {label}", rejected)
+
+    # NOTES.txt prints the same Istio wiring as deploy/istio for the documented release.
+    def notes_match():
+        notes = (out / "helm4-default-NOTES.txt").read_text()
+        block = re.search(r"^  meshConfig:\n((?:    .*\n)+)", notes, re.M)
+        if not block:
+            return "no meshConfig block in NOTES.txt"
+        printed = yaml.safe_load("meshConfig:\n" + block.group(1))["meshConfig"]
+        jsonschema.Draft7Validator(MESH_CONFIG).validate(printed)
+        repo = yaml.safe_load((Path(args.repo) / "deploy/istio/istiod-values.yaml").read_text())["meshConfig"]
+        return True if printed == repo else f"NOTES {printed} != deploy/istio {repo}"
+    attempt("helm4: NOTES.txt's meshConfig validates and equals deploy/istio/istiod-values.yaml", notes_match)
+
+    def notes_policy():
+        notes = (out / "helm4-default-NOTES.txt").read_text()
+        block = re.search(r"^  apiVersion: security.istio.io/v1\n((?:  .*\n)+)", notes, re.M)
+        if not block:
+            return "no AuthorizationPolicy in NOTES.txt"
+        policy = yaml.safe_load("apiVersion: security.istio.io/v1\n" + "\n".join(
+            line[2:] for line in block.group(1).splitlines()))
+        validate_crd(policy)
+        repo = yaml.safe_load((Path(args.repo) / "deploy/istio/authorization-policy.yaml").read_text())
+        return True if policy["spec"] == repo["spec"] else f"NOTES {policy['spec']} != deploy/istio {repo['spec']}"
+    attempt("helm4: NOTES.txt's AuthorizationPolicy validates and equals deploy/istio/authorization-policy.yaml",
+            notes_policy)
+
+
+# Values the schema must reject (each also tried with the Helm 3 CLI by test-chart.sh).
+BAD_VALUES = [
+    ("replicaCount: \"three\"", {"replicaCount": "three"}),
+    ("an unknown top-level key", {"replicaCuont": 2}),
+    ("an unknown nested key (config.timezone)", {"config": {"timezone": "UTC"}}),
+    ("service.type: Foo", {"service": {"type": "Foo"}}),
+    ("a non-PostgreSQL database.url", {"database": {"url": "mysql://db/redmine"}}),
+    ("ports.grpc: 70000", {"ports": {"grpc": 70000}}),
+]
+
+
+# --- mesh wiring -------------------------------------------------------------------------------
+
+def cmd_mesh(args):
+    repo = Path(args.repo)
+    files = sorted((repo / "deploy/istio").glob("*.yaml")) + sorted((repo / "deploy/envoy-gateway").glob("*.yaml"))
+    check("deploy/istio and deploy/envoy-gateway have YAML files", len(files) >= 3, str(files))
+    kinds = {}
+    for path in files:
+        rel = path.relative_to(repo)
+        try:
+            docs = load_docs(path)
+        except yaml.YAMLError as error:
+            check(f"{rel} parses", False, str(error))
+            continue
+        check(f"{rel} parses ({len(docs)} documents)", len(docs) > 0)
+        for doc in docs:
+            if "kind" not in doc:
+                # Helm values for istiod: a bare meshConfig.
+                attempt(f"{rel}: istiod values meshConfig validates",
+                        lambda d=doc: jsonschema.Draft7Validator(MESH_CONFIG).validate(d.get("meshConfig")) or True)
+                for provider in doc.get("meshConfig", {}).get("extensionProviders", []):
+                    check_provider(str(rel), provider)
+                continue
+            kinds.setdefault(doc["kind"], []).append(doc)
+            if doc["kind"] in CRD_SCHEMAS:
+                attempt(f"{rel}: {kn(doc)} ({doc['apiVersion']}) validates against its subset schema",
+                        lambda d=doc: validate_crd(d))
+            else:
+                attempt(f"{rel}: {kn(doc)} validates (strict) against Kubernetes 1.27",
+                        lambda d=doc: validate_native(d, "1.27.0"))
+    for op in kinds.get("IstioOperator", []):
+        for provider in op["spec"]["meshConfig"]["extensionProviders"]:
+            check_provider("IstioOperator", provider)
+    for policy in kinds.get("AuthorizationPolicy", []):
+        names = [op["spec"]["meshConfig"]["extensionProviders"][0]["name"] for op in kinds.get("IstioOperator", [])]
+        check("AuthorizationPolicy is CUSTOM and names the registered provider",
+              policy["spec"].get("action") == "CUSTOM" and policy["spec"]["provider"]["name"] in names)
+        paths = [p for r in policy["spec"].get("rules", []) for t in r.get("to", [])
+                 for p in t["operation"].get("paths", [])]
+        excluded = [p for r in policy["spec"].get("rules", []) for t in r.get("to", [])
+                    for p in t["operation"].get("notPaths", [])]
+        check("AuthorizationPolicy sends Redmine's API paths to the gate",
+              not any(re.fullmatch(p.replace(".", r"\.").replace("*", ".*"), "/issues.json") for p in excluded)
+              and (not paths or any(p in ("*.json", "/*") for p in paths)))
+    for sp in kinds.get("SecurityPolicy", []):
+        ext = sp["spec"]["extAuth"]
+        check("SecurityPolicy extAuth is gRPC, fail-closed, with a timeout",
+              "grpc" in ext and ext.get("failOpen") is False and "timeout" in ext)
+        for ref in ext["grpc"]["backendRefs"]:
+            ns = ref.get("namespace", sp["metadata"]["namespace"])
+            if ns != sp["metadata"]["namespace"]:
+                grants = [g for g in kinds.get("ReferenceGrant", []) if g["metadata"].get("namespace") == ns
+                          and any(f["kind"] == "SecurityPolicy" and f["namespace"] == sp["metadata"]["namespace"]
+                                  for f in g["spec"]["from"])
+                          and any(t["kind"] == "Service" and t.get("name") in (None, ref["name"]) for t in g["spec"]["to"])]
+                check(f"cross-namespace backendRef {ns}/{ref['name']} has a ReferenceGrant", len(grants) == 1)
+            check(f"SecurityPolicy backendRef {ref['name']} uses the chart's gRPC port 9191", ref["port"] == 9191)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("manifests")
+    m.add_argument("file")
+    m.add_argument("--kube-version", action="append", required=True)
+    m.add_argument("--label", required=True)
+    m.add_argument("--cli", help="src/cli.rs, to check the environment names and flags the chart uses")
+    h = sub.add_parser("helm4")
+    h.add_argument("chart")
+    h.add_argument("out")
+    h.add_argument("--repo", default=".")
+    e = sub.add_parser("mesh")
+    e.add_argument("repo")
+    args = parser.parse_args()
+    {"manifests": cmd_manifests, "helm4": cmd_helm4, "mesh": cmd_mesh}[args.command](args)
+    print(f"(chart-validate {args.command}: {RESULTS['pass']} ok, {RESULTS['fail']} not ok)")
+    return 1 if RESULTS["fail"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
