@@ -224,15 +224,25 @@ impl ServeConfig {
 
     pub fn summary(&self) -> String {
         format!(
-            "listen={} admin_listen={} redis={} decision_timeout={:?} {}",
+            "listen={} admin_listen={} redis={} cache_ttl={:?} negative_cache_ttl={:?} \
+             l1_capacity={} cache_secret={} listen_invalidations={} decision_timeout={:?} {}",
             self.listen,
             self.admin_listen
                 .map_or("off".to_owned(), |a| a.to_string()),
             if self.redis_url.is_some() {
-                "configured (not used yet)"
+                "on"
             } else {
                 "off"
             },
+            self.cache.ttl,
+            self.cache.negative_ttl,
+            self.cache.l1_capacity,
+            if self.cache_secret.is_some() {
+                "set"
+            } else {
+                "random per process"
+            },
+            self.listen_invalidations,
             self.decision_timeout,
             self.decision.summary()
         )

@@ -97,6 +97,9 @@ pub struct CachedDirectory<D> {
     redis: Option<RedisTier>,
     clock: Arc<dyn Clock>,
     stats: Arc<CacheStats>,
+    /// Bumped before and after every eviction. A lookup that saw it move while it was
+    /// reading may hold what the eviction meant to drop, so its result is not kept.
+    epoch: AtomicU64,
 }
 
 impl<D: Directory> CachedDirectory<D> {
@@ -127,6 +130,7 @@ impl<D: Directory> CachedDirectory<D> {
             redis,
             clock,
             stats,
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -155,6 +159,7 @@ impl<D: Directory> CachedDirectory<D> {
             }
             self.l1.invalidate(&key).await;
         }
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let entry = self
             .l1
             .try_get_with(key, async {
@@ -173,12 +178,14 @@ impl<D: Directory> CachedDirectory<D> {
                     expires_at: now + ttl,
                     answer,
                 };
-                self.write_redis(key, &entry, ttl).await;
+                if self.epoch.load(Ordering::SeqCst) == epoch {
+                    self.write_redis(key, &entry, ttl).await;
+                }
                 Ok::<_, DirectoryError>(Arc::new(entry))
             })
             .await
             .map_err(|e: Arc<DirectoryError>| DirectoryError::Unavailable(e.to_string()))?;
-        if self.options.l1_capacity == 0 {
+        if self.options.l1_capacity == 0 || self.epoch.load(Ordering::SeqCst) != epoch {
             self.l1.invalidate(&key).await;
         }
         Ok(entry.answer.clone())
@@ -200,22 +207,30 @@ impl<D: Directory> CachedDirectory<D> {
     /// Applies a notification from the database.
     pub async fn invalidate(&self, event: Invalidation) {
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.evict(event).await;
+        // Lookups that began mid-eviction may have read Redis before it was cleared.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Redis first, then L1: a lookup between the two refills L1 from the database.
+    async fn evict(&self, event: Invalidation) {
         match event {
             Invalidation::User(user_id) => {
-                let _ = self
-                    .l1
-                    .invalidate_entries_if(move |_, entry| entry.answer.user_id() == Some(user_id));
                 if let Some(redis) = &self.redis {
                     redis.evict_user(user_id).await;
                 }
+                let _ = self
+                    .l1
+                    .invalidate_entries_if(move |_, entry| entry.answer.user_id() == Some(user_id));
             }
             // Settings are not cached here; the settings watch re-reads them.
             Invalidation::Settings => {}
             Invalidation::All => {
-                self.l1.invalidate_all();
                 if let Some(redis) = &self.redis {
                     redis.evict_all().await;
                 }
+                self.l1.invalidate_all();
             }
         }
     }

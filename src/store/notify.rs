@@ -31,12 +31,13 @@ impl Invalidation {
     }
 }
 
-/// Listens until the receiver is dropped, reconnecting by itself. After a reconnect it sends
-/// [`Invalidation::All`], since notifications sent meanwhile are lost.
+/// Listens until the receiver is dropped, reconnecting by itself. After a reconnect (not the
+/// first connect) it sends [`Invalidation::All`], since notifications sent meanwhile are lost.
 pub fn listen(connect: PgConnectOptions) -> mpsc::Receiver<Invalidation> {
     let (sender, receiver) = mpsc::channel(1024);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        let mut reconnecting = false;
         loop {
             let mut listener = match PgListener::connect_with(&sqlx::PgPool::connect_lazy_with(
                 connect.clone(),
@@ -58,9 +59,11 @@ pub fn listen(connect: PgConnectOptions) -> mpsc::Receiver<Invalidation> {
             }
             backoff = Duration::from_millis(100);
             tracing::info!(channel = CHANNEL, "listening for invalidations");
-            if sender.send(Invalidation::All).await.is_err() {
+            // Anything could have changed while no one was listening.
+            if reconnecting && sender.send(Invalidation::All).await.is_err() {
                 return;
             }
+            reconnecting = true;
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => {
@@ -72,12 +75,10 @@ pub fn listen(connect: PgConnectOptions) -> mpsc::Receiver<Invalidation> {
                             return;
                         }
                     }
-                    // The connection dropped; try_recv reconnects on the next call.
+                    // The connection dropped: listen again, then forget everything.
                     Ok(None) => {
-                        tracing::warn!("invalidation listener reconnecting");
-                        if sender.send(Invalidation::All).await.is_err() {
-                            return;
-                        }
+                        tracing::warn!("invalidation listener lost its connection; reconnecting");
+                        break;
                     }
                     Err(error) => {
                         tracing::warn!(error = %super::describe(&error), "invalidation listener failed; reconnecting");

@@ -197,3 +197,49 @@ async fn healthcheck_reports_serving_and_unreachable() {
 async fn app_without_database() -> TestApp {
     spawn_app_without_ready_wait("postgres://postgres@127.0.0.1:1/none").await
 }
+
+#[tokio::test]
+async fn install_and_uninstall_triggers() {
+    let database = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'redmine_authz%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let removed = bin()
+        .args(["uninstall-triggers", "--database-url", &database])
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert_eq!(count().await, 0);
+    let installed = bin()
+        .args(["install-triggers", "--database-url", &database])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&installed.stdout);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    assert!(
+        out.contains("users, tokens, settings, oauth_access_tokens"),
+        "{out}"
+    );
+    assert_eq!(count().await, 7);
+    // Idempotent.
+    assert!(bin()
+        .args(["install-triggers", "--database-url", &database])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(count().await, 7);
+}

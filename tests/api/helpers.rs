@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use redmine_authz::app::Application;
+use redmine_authz::cache::CacheStats;
 use redmine_authz::cli::{Cli, Command};
 use redmine_authz::clock::ManualClock;
 use redmine_authz::config::ServeConfig;
@@ -61,6 +62,15 @@ async fn drop_stale_databases() {
             .execute(&mut admin)
             .await;
     }
+}
+
+/// A Redis key prefix no other test uses.
+pub fn redis_prefix() -> String {
+    format!(
+        "authz-test-{}-{}:",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A fresh database with the demo schema and users.
@@ -121,6 +131,7 @@ pub struct TestApp {
     /// Writable connection to the test database, for fixtures.
     pub db: PgPool,
     pub clock: Arc<ManualClock>,
+    pub stats: Arc<CacheStats>,
     client: AuthorizationClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
@@ -146,10 +157,14 @@ async fn spawn(database_url: &str, flags: &[&str], wait_ready: bool) -> TestApp 
         "127.0.0.1:0",
         "--database-url",
         database_url,
-        "--settings-refresh-secs",
-        "1",
     ];
+    if !flags.contains(&"--settings-refresh-secs") {
+        argv.extend(["--settings-refresh-secs", "1"]);
+    }
     argv.extend_from_slice(flags);
+    let listens = !flags
+        .windows(2)
+        .any(|w| w == ["--listen-invalidations", "false"]);
     let args = match <Cli as clap::Parser>::try_parse_from(argv)
         .expect("valid test flags")
         .command
@@ -164,6 +179,7 @@ async fn spawn(database_url: &str, flags: &[&str], wait_ready: bool) -> TestApp 
         .expect("build app");
     let port = app.port();
     let admin_port = app.admin_port();
+    let stats = app.cache_stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -186,12 +202,13 @@ async fn spawn(database_url: &str, flags: &[&str], wait_ready: bool) -> TestApp 
         database_url: database_url.to_owned(),
         db,
         clock,
+        stats,
         client: AuthorizationClient::new(channel),
         stop: Some(stop),
         server: Some(server),
     };
     if wait_ready {
-        app.wait_ready().await;
+        app.wait_ready(listens).await;
     }
     app
 }
@@ -203,10 +220,12 @@ pub async fn spawn_app_without_ready_wait(database_url: &str) -> TestApp {
 
 impl TestApp {
     /// Ready, and LISTENing for invalidations (so a fixture change is seen at once).
-    async fn wait_ready(&self) {
+    async fn wait_ready(&self, listens: bool) {
         let Some(port) = self.admin_port else { return };
         for _ in 0..200 {
-            if http_status(port, "/readyz").await == Some(200) && self.listening().await {
+            if http_status(port, "/readyz").await == Some(200)
+                && (!listens || self.listening().await)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

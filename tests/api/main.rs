@@ -5,6 +5,7 @@ mod helpers;
 
 mod answer; // SPEC 7
 mod basic; // SPEC 5, Basic
+mod cache; // the cache tiers and revocation
 mod cli; // the command line
 mod gating; // SPEC 2 and 3
 mod keys; // SPEC 4 and 5, API keys

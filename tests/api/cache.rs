@@ -1,0 +1,443 @@
+//! The cache (issue: warm decisions in microseconds, never a revoked credential): tiers,
+//! TTLs on a test clock, single-flight, trigger-driven eviction, Redis failures, and what
+//! Redis ends up holding.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use redmine_authz::cache::CacheStats;
+
+use crate::helpers::*;
+
+fn lookups(app: &TestApp) -> u64 {
+    CacheStats::get(&app.stats.directory_lookups)
+}
+
+fn alice_key() -> Req {
+    get("/issues.json").header("x-redmine-api-key", demo_key("alice"))
+}
+
+/// Polls until `check` gives the wanted status, up to `limit`; returns the time it took.
+async fn until_status(app: &TestApp, request: Req, status: i32, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let verdict = app.check(request.clone()).await;
+        if verdict.status() == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {} after {limit:?}: {verdict:?}",
+            verdict.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn second_check_is_an_in_process_hit() {
+    let app = spawn_app(&[]).await;
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    assert_eq!(lookups(&app), 1);
+    assert_eq!(CacheStats::get(&app.stats.l1_hits), 1);
+}
+
+#[tokio::test]
+async fn redis_tier_serves_when_the_in_process_tier_is_off() {
+    let prefix = redis_prefix();
+    let flags = [
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-key-prefix",
+        &prefix,
+        "--cache-secret",
+        "shared-secret-for-tests",
+        "--l1-capacity",
+        "0",
+    ];
+    let first = spawn_app(&flags).await;
+    first
+        .check(alice_key())
+        .await
+        .assert_user("alice", "api-key");
+    first
+        .check(alice_key())
+        .await
+        .assert_user("alice", "api-key");
+    assert_eq!(lookups(&first), 1);
+    assert_eq!(CacheStats::get(&first.stats.redis_hits), 1);
+    assert_eq!(CacheStats::get(&first.stats.l1_hits), 0);
+    // A second replica with the same secret shares the entry.
+    let second = spawn_app_on(&first.database_url, &flags).await;
+    second
+        .check(alice_key())
+        .await
+        .assert_user("alice", "api-key");
+    assert_eq!(lookups(&second), 0);
+    // Another secret: nothing shared.
+    let other = spawn_app_on(
+        &first.database_url,
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-key-prefix",
+            &prefix,
+            "--cache-secret",
+            "a-different-secret-here",
+        ],
+    )
+    .await;
+    other
+        .check(alice_key())
+        .await
+        .assert_user("alice", "api-key");
+    assert_eq!(lookups(&other), 1);
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_ttl_on_the_clock() {
+    let app = spawn_app(&["--cache-ttl", "60", "--negative-cache-ttl", "10"]).await;
+    let start = Utc::now();
+    app.set_now(start);
+    app.check(alice_key()).await;
+    app.set_now(start + chrono::Duration::seconds(59));
+    app.check(alice_key()).await;
+    assert_eq!(lookups(&app), 1);
+    app.set_now(start + chrono::Duration::seconds(61));
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    assert_eq!(lookups(&app), 2);
+}
+
+#[tokio::test]
+async fn unknown_credentials_are_cached_for_the_negative_ttl() {
+    let app = spawn_app(&["--negative-cache-ttl", "10"]).await;
+    let start = Utc::now();
+    app.set_now(start);
+    let unknown = get("/issues.json").header(
+        "x-redmine-api-key",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    app.check(unknown.clone())
+        .await
+        .assert_denied(401, "invalid_api_key");
+    app.check(unknown.clone())
+        .await
+        .assert_denied(401, "invalid_api_key");
+    assert_eq!(lookups(&app), 1);
+    app.set_now(start + chrono::Duration::seconds(11));
+    app.check(unknown)
+        .await
+        .assert_denied(401, "invalid_api_key");
+    assert_eq!(lookups(&app), 2);
+    // Wrong passwords too.
+    let wrong = get("/issues.json").header("authorization", &basic("alice", "wrong"));
+    app.check(wrong.clone()).await;
+    let before = lookups(&app);
+    app.check(wrong).await.assert_denied(401, "invalid_basic");
+    assert_eq!(lookups(&app), before);
+}
+
+#[tokio::test]
+async fn basic_entries_need_the_same_password() {
+    let app = spawn_app(&[]).await;
+    app.check(get("/issues.json").header("authorization", &basic("alice", demo_password("alice"))))
+        .await
+        .assert_user("alice", "basic-password");
+    app.check(get("/issues.json").header("authorization", &basic("alice", "not-her-password")))
+        .await
+        .assert_denied(401, "invalid_basic");
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_query() {
+    let app = spawn_app(&[]).await;
+    let verdicts = futures::future::join_all((0..64).map(|_| app.check(alice_key()))).await;
+    for verdict in verdicts {
+        verdict.assert_user("alice", "api-key");
+    }
+    assert_eq!(lookups(&app), 1, "64 concurrent misses for one key");
+}
+
+#[tokio::test]
+async fn triggers_evict_within_a_second() {
+    // Settings are re-read only every minute here: the trigger must do it.
+    let prefix = redis_prefix();
+    let app = spawn_app(&[
+        "--settings-refresh-secs",
+        "60",
+        "--cache-ttl",
+        "600",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-key-prefix",
+        &prefix,
+    ])
+    .await;
+    let limit = Duration::from_secs(1);
+    let bearer = get("/issues.json").header("authorization", &format!("Bearer {DEMO_OAUTH_TOKEN}"));
+    let mona = get("/issues.json").header("x-redmine-api-key", demo_key("mona"));
+    let tina = get("/issues.json").header("x-redmine-api-key", demo_key("tina"));
+    for request in [alice_key(), bearer.clone(), mona.clone(), tina.clone()] {
+        assert_eq!(app.check(request.clone()).await.status(), 200);
+        assert_eq!(app.check(request).await.status(), 200);
+    }
+
+    app.exec("UPDATE users SET status = 3 WHERE login = 'alice'")
+        .await;
+    let locked = until_status(&app, alice_key(), 401, limit).await;
+    app.exec("UPDATE oauth_access_tokens SET revoked_at = now() AT TIME ZONE 'UTC' - interval '1 second'").await;
+    let revoked = until_status(&app, bearer, 401, limit).await;
+    app.exec("DELETE FROM tokens WHERE value = 'd3m0a11ce0000000000000000000000000000a06'")
+        .await;
+    let deleted = until_status(&app, mona, 401, limit).await;
+    app.exec("UPDATE tokens SET value = 'freshkey0000000000000000000000000000a05' WHERE value = 'd3m0a11ce0000000000000000000000000000a05'").await;
+    let changed = until_status(&app, tina, 401, limit).await;
+    app.check(get("/issues.json").header(
+        "x-redmine-api-key",
+        "freshkey0000000000000000000000000000a05",
+    ))
+    .await
+    .assert_user("tina", "api-key");
+    let admin = get("/issues.json").header("x-redmine-api-key", demo_key("admin"));
+    app.check(admin.clone())
+        .await
+        .assert_user("admin", "api-key");
+    app.set_setting("rest_api_enabled", "0").await;
+    let disabled = until_status(&app, admin, 403, limit).await;
+    println!("evicted after: lock {locked:?}, revoke {revoked:?}, delete key {deleted:?}, change key {changed:?}, REST off {disabled:?}");
+}
+
+#[tokio::test]
+async fn without_triggers_changes_take_effect_within_the_ttl() {
+    let database = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let options = database.parse().unwrap();
+    redmine_authz::store::uninstall_triggers(&options)
+        .await
+        .unwrap();
+    let app = spawn_app_on(
+        &database,
+        &["--listen-invalidations", "false", "--cache-ttl", "60"],
+    )
+    .await;
+    let start = Utc::now();
+    app.set_now(start);
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    sqlx::query("UPDATE users SET status = 3 WHERE login = 'alice'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.check(alice_key()).await.assert_user("alice", "api-key"); // stale, inside the TTL
+    app.set_now(start + chrono::Duration::seconds(61));
+    app.check(alice_key())
+        .await
+        .assert_denied(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn last_login_updates_do_not_evict() {
+    let app = spawn_app(&[]).await;
+    app.check(alice_key()).await;
+    let before = CacheStats::get(&app.stats.evictions);
+    app.exec("UPDATE users SET last_login_on = now() WHERE login = 'alice'")
+        .await;
+    app.exec("INSERT INTO tokens (user_id, action, value, created_on) SELECT id, 'session', 'sessiontoken', now() FROM users WHERE login = 'alice'").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(CacheStats::get(&app.stats.evictions), before);
+    app.check(alice_key()).await;
+    assert_eq!(lookups(&app), 1);
+}
+
+/// A private Redis on its own port, killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start(port: u16) -> Self {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("private redis-server did not start");
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_test_is_slower_never_wrong() {
+    let mut redis = PrivateRedis::start(free_port()).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let app = spawn_app(&[
+        "--redis-url",
+        &url,
+        "--l1-capacity",
+        "0",
+        "--redis-timeout-ms",
+        "50",
+    ])
+    .await;
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    assert_eq!(CacheStats::get(&app.stats.redis_hits), 1);
+
+    redis.stop().await;
+    for _ in 0..3 {
+        app.check(alice_key()).await.assert_user("alice", "api-key");
+        app.check(get("/issues.json").header("x-redmine-api-key", demo_key("larry")))
+            .await
+            .assert_denied(401, "invalid_api_key");
+        app.check(get("/issues.json"))
+            .await
+            .assert_denied(401, "no_credential");
+    }
+    assert!(CacheStats::get(&app.stats.redis_errors) > 0);
+
+    // Back on the same port: the pool reconnects by itself.
+    let _redis = PrivateRedis::start(redis.port).await;
+    let hits = CacheStats::get(&app.stats.redis_hits);
+    let started = std::time::Instant::now();
+    while CacheStats::get(&app.stats.redis_hits) == hits {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "Redis tier did not come back"
+        );
+        app.check(alice_key()).await.assert_user("alice", "api-key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_holds_no_credential_or_hash() {
+    let prefix = redis_prefix();
+    let app = spawn_app(&[
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-key-prefix",
+        &prefix,
+        "--cache-secret",
+        "scan-test-secret-0123",
+    ])
+    .await;
+    let mut secrets: Vec<String> = Vec::new();
+    for user in DEMO_USERS {
+        app.check(get("/issues.json").header("authorization", &basic(user.login, user.password)))
+            .await;
+        secrets.push(user.password.to_owned());
+        if let Some(key) = user.api_key {
+            app.check(get("/issues.json").header("x-redmine-api-key", key))
+                .await;
+            app.check(get("/issues.json").header("authorization", &basic(key, "x")))
+                .await;
+            secrets.push(key.to_owned());
+        }
+    }
+    app.check(get("/issues.json").header("authorization", &format!("Bearer {DEMO_OAUTH_TOKEN}")))
+        .await;
+    app.check(
+        get("/issues.json")
+            .header("x-redmine-api-key", demo_key("admin"))
+            .header("x-redmine-switch-user", "alice"),
+    )
+    .await;
+    secrets.push(DEMO_OAUTH_TOKEN.to_owned());
+    let hashes: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT hashed_password, salt FROM users")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    for (hash, salt) in hashes {
+        secrets.push(hash);
+        secrets.extend(salt);
+    }
+    use sha2::Digest as _;
+    secrets.push(hex::encode(sha2::Sha256::digest(
+        DEMO_OAUTH_TOKEN.as_bytes(),
+    )));
+
+    let mut redis = std::process::Command::new("redis-cli");
+    let keys = redis
+        .args([
+            "-h",
+            "127.0.0.1",
+            "--scan",
+            "--pattern",
+            &format!("{prefix}*"),
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8(keys.stdout).unwrap();
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(keys.len() >= 10, "entries were written: {keys:?}");
+    let mut dump = keys.join("\n");
+    for key in &keys {
+        let kind = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "TYPE", key])
+            .output()
+            .unwrap();
+        let command: &[&str] = if String::from_utf8_lossy(&kind.stdout).trim() == "set" {
+            &["SMEMBERS"]
+        } else {
+            &["GET"]
+        };
+        let value = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1"])
+            .args(command)
+            .arg(key)
+            .output()
+            .unwrap();
+        dump.push_str(&String::from_utf8_lossy(&value.stdout));
+    }
+    assert!(
+        dump.contains("\"login\":\"alice\""),
+        "values are principals: {dump}"
+    );
+    for secret in &secrets {
+        assert!(
+            !dump.contains(secret.as_str()),
+            "Redis holds a secret ({} chars)",
+            secret.len()
+        );
+    }
+    let _ = Ordering::Relaxed;
+}
