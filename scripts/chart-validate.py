@@ -4,9 +4,13 @@
 Prints one line per check, "PASS: ..." or "FAIL: ...", and exits 1 if any failed.
 
   chart-validate.py manifests FILE --kube-version V [--kube-version V]... --label NAME
+                    [--cli src/cli.rs [--chart-defaults]]
       every rendered object validates (strict) against the Kubernetes schemas of each
       version; CRD objects whose schemas kubernetes-validate does not ship (ServiceMonitor)
-      get a structural check instead; then the chart's production rules are asserted.
+      get a structural check instead; then the chart's production rules are asserted. With
+      --cli: every variable the chart sets is one `serve` reads, every one `serve` reads is
+      set, ConfigMap values parse as their types, and (--chart-defaults, for a render with the
+      default values) the chart's defaults equal src/cli.rs's.
   chart-validate.py helm4 CHART_DIR OUT_DIR
       Helm 4 (PyPI helm-python-sdk): lint default and ci/full-values.yaml for the chart's
       minimum Kubernetes, render both into OUT_DIR, reject wrong values via the schema, and
@@ -304,19 +308,66 @@ def cmd_manifests(args):
                     lambda o=obj, v=version: validate_native(o, v))
     chart_rules(args.label, objs)
     if args.cli:
-        cli_rules(args.label, objs, Path(args.cli).read_text())
+        cli_rules(args.label, objs, Path(args.cli).read_text(), args.chart_defaults)
 
 
-def cli_rules(label, objs, cli_source):
-    """The names the chart hands the binary exist in its command line (src/cli.rs)."""
+def cli_args(cli_source, struct):
+    """The `#[arg(...)]` fields of one struct in src/cli.rs: {env: (field, type, default,
+    hidden)}. default is the string clap would parse (None when there is none; "false" for a
+    flag); hidden is whether clap hides the value (hide_env_values: URLs and secrets)."""
+    body = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", cli_source, re.S)
+    if not body:
+        raise ValueError(f"no struct {struct} in src/cli.rs")
+    fields = {}
+    for attr, field, ty in re.findall(r"#\[arg\(((?:(?!#\[).)*?)\)\]\s*pub ([a-z0-9_]+): ([^,\n]+),",
+                                     body.group(1), re.S):
+        env = re.search(r'env = "([A-Z0-9_]+)"', attr)
+        if not env:
+            continue
+        ty = ty.strip()
+        literal = re.search(r'default_value = "([^"]*)"', attr)
+        typed = re.search(r"default_value_t = ([^,)]+)", attr)
+        default = literal.group(1) if literal else typed.group(1).strip().replace("_", "") if typed else None
+        if default is None and ty == "bool":
+            default = "false"
+        fields[env.group(1)] = (field, ty, default, "hide_env_values = true" in attr)
+    return fields
+
+
+# What a ConfigMap value must look like for the Rust type clap parses it into.
+TYPE_PATTERNS = {"u16": r"[0-9]+", "u32": r"[0-9]+", "u64": r"[0-9]+", "bool": r"true|false"}
+
+
+def cli_rules(label, objs, cli_source, chart_defaults=False):
+    """The names the chart hands the binary exist in its command line (src/cli.rs), every
+    setting `serve` reads is wired, values parse, and the chart's defaults are the binary's."""
+    serve = {**cli_args(cli_source, "ServeArgs"), **cli_args(cli_source, "DecisionArgs")}
     known = set(re.findall(r'env = "([A-Z0-9_]+)"', cli_source)) | {"RUST_LOG"}
-    names = [k for o in objs if o["kind"] == "ConfigMap" for k in o.get("data", {})]
-    names += [e["name"] for o in objs if o["kind"] == "Deployment"
-              for c in o["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
-              if "secretKeyRef" in e.get("valueFrom", {})]
-    unknown = sorted(set(names) - known - {"AUTHZ_CACHE_SECRET"})
+    config = {k: v for o in objs if o["kind"] == "ConfigMap" for k, v in o.get("data", {}).items()}
+    secret_env = [e["name"] for o in objs if o["kind"] == "Deployment"
+                  for c in o["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+                  if "secretKeyRef" in e.get("valueFrom", {})]
+    unknown = sorted((set(config) | set(secret_env)) - known)
     check(f"{label}: every environment variable the chart sets is one `redmine-authz serve` reads",
           not unknown, f"unknown to src/cli.rs: {unknown}")
+    # REDIS_URL and AUTHZ_CACHE_SECRET are optional: the default values configure neither.
+    optional = {"REDIS_URL", "AUTHZ_CACHE_SECRET"} if chart_defaults else set()
+    missing = sorted(set(serve) - set(config) - set(secret_env) - optional)
+    check(f"{label}: every setting `redmine-authz serve` reads is set by the chart ({len(serve)} in src/cli.rs)",
+          len(serve) >= 10 and not missing, f"not set by the chart: {missing}" if missing
+          else f"only {sorted(serve)} parsed from ServeArgs/DecisionArgs")
+    secrets_in_config = sorted(k for k in config if k in serve and serve[k][3])
+    check(f"{label}: no setting src/cli.rs hides (URLs, the cache secret) comes from the ConfigMap",
+          not secrets_in_config, f"in the ConfigMap: {secrets_in_config}")
+    badly_typed = {k: v for k, v in config.items() if k in serve and serve[k][1] in TYPE_PATTERNS
+                   and not re.fullmatch(TYPE_PATTERNS[serve[k][1]], v)}
+    check(f"{label}: ConfigMap values parse as the types src/cli.rs reads them into", not badly_typed,
+          json.dumps(badly_typed))
+    if chart_defaults:
+        differ = {k: {"chart": v, "cli.rs": serve[k][2]} for k, v in config.items()
+                  if k in serve and serve[k][2] is not None and v != serve[k][2]}
+        check(f"{label}: the chart's default values equal the defaults in src/cli.rs", not differ,
+              json.dumps(differ))
     flags = {"--" + f.replace("_", "-") for f in re.findall(
         r"pub ([a-z_]+):", cli_source.split("pub struct HealthcheckArgs")[-1])}
     used = [a for o in objs if o["kind"] == "Pod" for c in o["spec"]["containers"]
@@ -387,6 +438,25 @@ def cmd_helm4(args):
     attempt("helm4: NOTES.txt's AuthorizationPolicy validates and equals deploy/istio/authorization-policy.yaml",
             notes_policy)
 
+    # Redis with several replicas needs a shared cache secret; NOTES.txt says so when it is
+    # missing, and documents the one-off install-triggers command.
+    def notes_for(values):
+        ch = hchart.Chart.load(str(chart_dir))
+        docs = ch.render(values, name="redmine-authz", namespace="redmine-authz", is_install=True)
+        return docs.get("redmine-authz/templates/NOTES.txt", "")
+    redis_only = {"database": {"url": "postgres://authz@db/redmine"}, "redis": {"url": "redis://redis:6379/0"}}
+    attempt("helm4: NOTES.txt warns when redis.url is set without cache.secret",
+            lambda: "WARNING: redis.url is set but cache.secret is not" in notes_for(redis_only)
+            or "no warning")
+    attempt("helm4: NOTES.txt does not warn once cache.secret is set, nor with one replica",
+            lambda: all("cache.secret is not" not in notes_for(v) for v in (
+                {**redis_only, "cache": {"secret": "0123456789abcdef0123"}},
+                {**redis_only, "replicaCount": 1, "autoscaling": {"enabled": False}}))
+            or "warned anyway")
+    attempt("helm4: NOTES.txt documents `redmine-authz install-triggers` (no hook or Job does it)",
+            lambda: "redmine-authz install-triggers --database-url" in (out / "helm4-default-NOTES.txt").read_text()
+            or "not in NOTES.txt")
+
 
 # Values the schema must reject (each also tried with the Helm 3 CLI by test-chart.sh).
 BAD_VALUES = [
@@ -396,6 +466,10 @@ BAD_VALUES = [
     ("service.type: Foo", {"service": {"type": "Foo"}}),
     ("a non-PostgreSQL database.url", {"database": {"url": "mysql://db/redmine"}}),
     ("ports.grpc: 70000", {"ports": {"grpc": 70000}}),
+    ("a cache.secret shorter than 16 characters", {"cache": {"secret": "too-short"}}),
+    ("cache.ttlSeconds: -1", {"cache": {"ttlSeconds": -1}}),
+    ("redis.timeoutMs: 0", {"redis": {"timeoutMs": 0}}),
+    ("config.listenInvalidations: \"no\"", {"config": {"listenInvalidations": "no"}}),
 ]
 
 
@@ -466,6 +540,8 @@ def main():
     m.add_argument("--kube-version", action="append", required=True)
     m.add_argument("--label", required=True)
     m.add_argument("--cli", help="src/cli.rs, to check the environment names and flags the chart uses")
+    m.add_argument("--chart-defaults", action="store_true",
+                   help="FILE was rendered with the chart's default values: compare them with src/cli.rs's")
     h = sub.add_parser("helm4")
     h.add_argument("chart")
     h.add_argument("out")

@@ -125,11 +125,23 @@ refuses "helm3: schema rejects a non-PostgreSQL database.url" "schema|pattern" \
   "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set database.url=mysql://db/redmine
 refuses "helm3: schema rejects ports.grpc: 70000" "schema|less than or equal" \
   "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set ports.grpc=70000
+refuses "helm3: schema rejects a cache.secret shorter than 16 characters" "schema|pattern" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set cache.secret=too-short
+refuses "helm3: schema rejects cache.ttlSeconds: -1" "schema|greater than or equal" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set cache.ttlSeconds=-1
+refuses "helm3: schema rejects redis.timeoutMs: 0" "schema|greater than or equal" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set redis.timeoutMs=0
+refuses 'helm3: schema rejects config.listenInvalidations: "no"' "schema|Invalid type" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set-string config.listenInvalidations=no
+check "helm3: cache and Redis values reach the ConfigMap as the variables serve reads" \
+  sh -c '"$0" template rel "$1" --kube-version "$2" --show-only templates/configmap.yaml --set cache.ttlSeconds=0 --set cache.negativeTtlSeconds=5 --set cache.l1Capacity=2000000 --set redis.keyPrefix=a:b: --set redis.timeoutMs=250 --set config.listenInvalidations=false >"$3" && grep -qx "  AUTHZ_CACHE_TTL: \"0\"" "$3" && grep -qx "  AUTHZ_NEGATIVE_CACHE_TTL: \"5\"" "$3" && grep -qx "  AUTHZ_L1_CAPACITY: \"2000000\"" "$3" && grep -qx "  AUTHZ_REDIS_KEY_PREFIX: \"a:b:\"" "$3" && grep -qx "  AUTHZ_REDIS_TIMEOUT_MS: \"250\"" "$3" && grep -qx "  AUTHZ_LISTEN_INVALIDATIONS: \"false\"" "$3"' "$helm" "$chart" "$KUBE_MIN" "$out/cache-configmap.yaml"
 
 log "Helm 3: rendered manifests against the Kubernetes schemas"
 for label in default full; do
   if [ -s "$out/helm3-$label.yaml" ]; then
-    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs
+    defaults=()
+    [ "$label" = default ] && defaults=(--chart-defaults)
+    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs "${defaults[@]}"
   fi
 done
 
