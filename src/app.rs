@@ -20,6 +20,8 @@ use crate::config::ServeConfig;
 use crate::envoy::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::envoy::{proto, AuthorizationService};
 use crate::gate::{watch_settings, Gate};
+use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::store::{Invalidation, Store};
 
 /// The gRPC service name health is reported under (besides the whole server, "").
@@ -114,7 +116,7 @@ impl Application {
             &config,
             store.clone(),
             clock.clone(),
-            cache_stats,
+            cache_stats.clone(),
         )?);
         let settings_wake = Arc::new(Notify::new());
         let settings = watch_settings(
@@ -135,9 +137,17 @@ impl Application {
             settings.clone(),
             clock,
         ));
+        let pool = store.pool().clone();
+        let pool_probe: crate::metrics::PoolProbe = Box::new(move || {
+            let idle = pool.num_idle() as u32;
+            (pool.size().saturating_sub(idle), idle)
+        });
+        let metrics = Arc::new(Metrics::new(&cache_stats, Some(pool_probe)));
+        let observer = Arc::new(Observer::new(metrics.clone(), config.audit));
         let authorization = AuthorizationService::new(
             gate,
             config.decision.response.clone(),
+            observer,
             config.decision_timeout,
         );
 
@@ -165,7 +175,7 @@ impl Application {
             .map_err(|e| AppError::Reflection(e.to_string()))?;
 
         if let Some(listener) = admin {
-            tokio::spawn(crate::admin::serve(listener, ready.clone()));
+            tokio::spawn(crate::admin::serve(listener, ready.clone(), metrics));
         }
 
         tokio::spawn({

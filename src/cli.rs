@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// How often Redmine's settings are re-read, in seconds.
     #[arg(long, env = "AUTHZ_SETTINGS_REFRESH_SECS", default_value_t = 5)]
     pub settings_refresh_secs: u64,
+    /// Which decisions get a JSON audit line on standard output.
+    #[arg(long, env = "AUTHZ_AUDIT_LOG", value_enum, default_value = "all")]
+    pub audit_log: crate::observe::AuditMode,
     /// How long in-flight checks may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "AUTHZ_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

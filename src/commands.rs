@@ -1,15 +1,18 @@
-//! The one-shot commands: `check` (explain one decision) and `demo-db`.
+//! The commands: `serve`, and the one-shot ones (`check` explains one decision, `demo-db`,
+//! `healthcheck`, `install-triggers`).
 
 use std::sync::Arc;
 
+use crate::app::Application;
 use crate::auth::{Decision, Request, RouteMode};
-use crate::cli::{CheckArgs, DemoDbArgs, HealthcheckArgs, TriggerArgs};
+use crate::cli::{CheckArgs, Command, DemoDbArgs, HealthcheckArgs, ServeArgs, TriggerArgs};
 use crate::clock::SystemClock;
-use crate::config::{ConfigErrors, DatabaseTarget, DecisionConfig};
+use crate::config::{ConfigErrors, DatabaseTarget, DecisionConfig, ServeConfig, EXIT_USAGE};
 use crate::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
 use crate::envoy::respond;
 use crate::gate::{settings_once, Gate};
 use crate::store::{seed_demo, Store, DEMO_OAUTH_TOKEN, DEMO_USERS};
+use crate::telemetry::TelemetryConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -17,6 +20,44 @@ pub enum CommandError {
     Config(#[from] ConfigErrors),
     #[error("{0}")]
     Failed(String),
+}
+
+impl CommandError {
+    /// 64 for usage and configuration errors, 2 for failures (1 means "no").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => EXIT_USAGE as u8,
+            Self::Failed(_) => 2,
+        }
+    }
+}
+
+/// Runs one command; `Ok(false)` is a "no" (a deny, an unhealthy server): exit code 1.
+pub async fn run(command: &Command, telemetry: &TelemetryConfig) -> Result<bool, CommandError> {
+    match command {
+        Command::Serve(args) => serve(args, telemetry).await.map(|()| true),
+        Command::Check(args) => check(args).await,
+        Command::DemoDb(args) => demo_db(args).await.map(|()| true),
+        Command::Healthcheck(args) => healthcheck(args).await,
+        Command::InstallTriggers(args) => triggers(args, true).await.map(|()| true),
+        Command::UninstallTriggers(args) => triggers(args, false).await.map(|()| true),
+    }
+}
+
+async fn serve(args: &ServeArgs, telemetry: &TelemetryConfig) -> Result<(), CommandError> {
+    let config = ServeConfig::from_args(args)?;
+    tracing::info!(
+        config = %config.summary(),
+        telemetry = %telemetry.summary(),
+        "redmine-authz {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let app = Application::build(config)
+        .await
+        .map_err(|e| CommandError::Failed(e.to_string()))?;
+    app.run_until_stopped(crate::telemetry::shutdown_signal())
+        .await
+        .map_err(|e| CommandError::Failed(e.to_string()))
 }
 
 /// Decides one request and prints the verdict, the reason and what Envoy would be told.

@@ -24,10 +24,12 @@ pub struct ConfigErrors(pub Vec<String>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for error in &self.0 {
-            writeln!(f, "configuration error: {error}")?;
-        }
-        Ok(())
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("configuration error: {e}"))
+            .collect();
+        f.write_str(&lines.join("\n"))
     }
 }
 
@@ -91,6 +93,7 @@ pub struct ServeConfig {
     pub cache_secret: Option<SecretString>,
     pub cache: CacheOptions,
     pub listen_invalidations: bool,
+    pub audit: crate::observe::AuditMode,
     pub decision: DecisionConfig,
     /// Upper bound on one decision when Envoy sends no deadline.
     pub decision_timeout: Duration,
@@ -213,6 +216,7 @@ impl ServeConfig {
                     l1_capacity: args.l1_capacity,
                 },
                 listen_invalidations: args.listen_invalidations,
+                audit: args.audit_log,
                 decision,
                 decision_timeout: Duration::from_millis(args.decision_timeout_ms),
                 settings_refresh: Duration::from_secs(args.settings_refresh_secs.max(1)),

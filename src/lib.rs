@@ -24,5 +24,7 @@ pub mod config;
 pub mod directory;
 pub mod envoy;
 pub mod gate;
+pub mod metrics;
+pub mod observe;
 pub mod store;
 pub mod telemetry;

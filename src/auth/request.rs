@@ -61,6 +61,14 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of `name` (lower-case).
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn is_not_utf8(&self, name: &str) -> bool {
         self.not_utf8.iter().any(|n| n == name)
     }

@@ -8,12 +8,17 @@
 mod key;
 mod redis;
 
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
@@ -46,20 +51,89 @@ impl Default for CacheOptions {
     }
 }
 
-/// Counters for tests and metrics.
-#[derive(Debug, Default)]
+/// The tier that answered a lookup, from cheapest to dearest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    #[default]
+    None,
+    L1,
+    Redis,
+    Db,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::L1 => "l1",
+            Self::Redis => "redis",
+            Self::Db => "db",
+        }
+    }
+}
+
+tokio::task_local! {
+    static DEAREST_TIER: Cell<Tier>;
+}
+
+/// Runs `work` and reports the dearest tier any of its lookups reached (for the span).
+pub async fn track_tier<F: Future>(work: F) -> (F::Output, Tier) {
+    DEAREST_TIER
+        .scope(Cell::new(Tier::None), async {
+            let output = work.await;
+            (output, DEAREST_TIER.with(Cell::get))
+        })
+        .await
+}
+
+fn reached(tier: Tier) {
+    let _ = DEAREST_TIER.try_with(|dearest| dearest.set(dearest.get().max(tier)));
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    tier: &'static str,
+}
+
+/// Counters for tests and metrics (Prometheus counters, shared with the registry).
+#[derive(Debug)]
 pub struct CacheStats {
-    pub l1_hits: AtomicU64,
-    pub redis_hits: AtomicU64,
+    /// Lookups by the tier that answered; the three counters below are its members.
+    pub lookups: Family<TierLabels, Counter>,
+    pub l1_hits: Counter,
+    pub redis_hits: Counter,
     /// Lookups that went to the directory (PostgreSQL).
-    pub directory_lookups: AtomicU64,
-    pub redis_errors: AtomicU64,
-    pub evictions: AtomicU64,
+    pub directory_lookups: Counter,
+    pub directory_errors: Counter,
+    pub redis_errors: Counter,
+    pub evictions: Counter,
+}
+
+impl Default for CacheStats {
+    fn default() -> Self {
+        let lookups = Family::<TierLabels, Counter>::default();
+        let member = |tier: Tier| {
+            lookups
+                .get_or_create(&TierLabels {
+                    tier: tier.as_str(),
+                })
+                .clone()
+        };
+        Self {
+            l1_hits: member(Tier::L1),
+            redis_hits: member(Tier::Redis),
+            directory_lookups: member(Tier::Db),
+            lookups,
+            directory_errors: Counter::default(),
+            redis_errors: Counter::default(),
+            evictions: Counter::default(),
+        }
+    }
 }
 
 impl CacheStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 }
 
@@ -148,13 +222,15 @@ impl<D: Directory> CachedDirectory<D> {
         F: std::future::Future<Output = Result<Answer, DirectoryError>> + Send,
     {
         if !self.enabled() {
-            self.stats.directory_lookups.fetch_add(1, Ordering::Relaxed);
-            return fetch.await;
+            self.stats.directory_lookups.inc();
+            reached(Tier::Db);
+            return self.counting_errors(fetch).await;
         }
         let now = self.clock.now();
         if let Some(entry) = self.l1.get(&key).await {
             if entry.expires_at > now {
-                self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.l1_hits.inc();
+                reached(Tier::L1);
                 return Ok(entry.answer.clone());
             }
             self.l1.invalidate(&key).await;
@@ -164,11 +240,13 @@ impl<D: Directory> CachedDirectory<D> {
             .l1
             .try_get_with(key, async {
                 if let Some(entry) = self.read_redis(key, now).await {
-                    self.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.redis_hits.inc();
+                    reached(Tier::Redis);
                     return Ok(Arc::new(entry));
                 }
-                self.stats.directory_lookups.fetch_add(1, Ordering::Relaxed);
-                let answer = fetch.await?;
+                self.stats.directory_lookups.inc();
+                reached(Tier::Db);
+                let answer = self.counting_errors(fetch).await?;
                 let ttl = if answer.user_id().is_some() {
                     self.options.ttl
                 } else {
@@ -191,6 +269,17 @@ impl<D: Directory> CachedDirectory<D> {
         Ok(entry.answer.clone())
     }
 
+    async fn counting_errors<T>(
+        &self,
+        fetch: impl Future<Output = Result<T, DirectoryError>>,
+    ) -> Result<T, DirectoryError> {
+        let result = fetch.await;
+        if result.is_err() {
+            self.stats.directory_errors.inc();
+        }
+        result
+    }
+
     async fn read_redis(&self, key: CacheKey, now: DateTime<Utc>) -> Option<Entry> {
         let bytes = self.redis.as_ref()?.get(key).await?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
@@ -206,7 +295,7 @@ impl<D: Directory> CachedDirectory<D> {
 
     /// Applies a notification from the database.
     pub async fn invalidate(&self, event: Invalidation) {
-        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.stats.evictions.inc();
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.evict(event).await;
         // Lookups that began mid-eviction may have read Redis before it was cleared.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::{self, AsyncCommands as _};
 use deadpool_redis::{Config, Pool, Runtime};
+use tracing::Instrument as _;
 
 use super::key::CacheKey;
 use super::CacheStats;
@@ -151,10 +152,19 @@ impl RedisTier {
 
     async fn bounded<T>(
         &self,
-        operation: &str,
+        operation: &'static str,
         call: impl std::future::Future<Output = Result<T, String>>,
     ) -> Option<T> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let span = tracing::info_span!(
+            "redis",
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation.name = operation
+        );
+        match tokio::time::timeout(self.timeout, call)
+            .instrument(span)
+            .await
+        {
             Ok(Ok(value)) => Some(value),
             Ok(Err(_)) | Err(_) => {
                 self.failed(operation);
@@ -166,7 +176,7 @@ impl RedisTier {
     /// Counts a failure and warns at most every 10 s; the error text stays out of logs, as
     /// Redis errors may quote the URL.
     fn failed(&self, operation: &str) {
-        self.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.redis_errors.inc();
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_warning.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= 10_000)
@@ -175,7 +185,7 @@ impl RedisTier {
                 .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let errors = self.stats.redis_errors.load(Ordering::Relaxed);
+            let errors = self.stats.redis_errors.get();
             tracing::warn!(
                 operation,
                 errors,

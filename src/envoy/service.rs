@@ -1,29 +1,43 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use opentelemetry::propagation::Extractor;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use super::{parse, respond, ResponseOptions};
-use crate::auth::{Decision, Deny, Format, Reason};
+use crate::auth::{Decision, Deny, Format, Reason, Request};
+use crate::cache::{track_tier, Tier};
 use crate::directory::Directory;
 use crate::gate::Gate;
+use crate::observe::{check_span, Observer};
+use crate::telemetry;
 
 pub struct AuthorizationService<D> {
     gate: Arc<Gate<D>>,
     options: Arc<ResponseOptions>,
+    observer: Arc<Observer>,
     /// Upper bound on a decision when Envoy sends no deadline.
     max_budget: Duration,
 }
 
 impl<D> AuthorizationService<D> {
-    pub fn new(gate: Arc<Gate<D>>, options: ResponseOptions, max_budget: Duration) -> Self {
+    pub fn new(
+        gate: Arc<Gate<D>>,
+        options: ResponseOptions,
+        observer: Arc<Observer>,
+        max_budget: Duration,
+    ) -> Self {
         Self {
             gate,
             options: Arc::new(options),
+            observer,
             max_budget,
         }
     }
@@ -35,45 +49,68 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
         &self,
         grpc: GrpcRequest<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
         let budget = budget(
             grpc.metadata()
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok()),
             self.max_budget,
         );
-        let check = grpc.into_inner();
-        let response = match parse(&check) {
+        let span = check_span();
+        let (request, decision, tier) = match parse(grpc.get_ref()) {
             Ok(request) => {
-                let decision = self.gate.check_within(&request, budget).await;
-                log_decision(&decision);
-                respond(&decision, &request, &self.options)
+                let parent =
+                    telemetry::parent_context(&Metadata(grpc.metadata()), &Forwarded(&request));
+                let _ = span.set_parent(parent);
+                let (decision, tier) = track_tier(self.gate.check_within(&request, budget))
+                    .instrument(span.clone())
+                    .await;
+                (request, decision, tier)
             }
             Err(error) => {
                 tracing::info!(%error, "malformed check request");
-                let decision = Decision::Deny(Deny::new(Reason::BadRequest, Format::Json));
-                respond(&decision, &crate::auth::Request::default(), &self.options)
+                (
+                    Request::default(),
+                    Decision::Deny(Deny::new(Reason::BadRequest, Format::Json)),
+                    Tier::None,
+                )
             }
         };
-        Ok(Response::new(response))
+        self.observer
+            .record(&decision, &request, &span, tier, started.elapsed());
+        Ok(Response::new(respond(&decision, &request, &self.options)))
     }
 }
 
-fn log_decision(decision: &Decision) {
-    match decision {
-        Decision::Allow(allow) => match &allow.identity {
-            Some(identity) => tracing::debug!(
-                reason = allow.reason.as_str(),
-                user_id = identity.user_id,
-                method = identity.method.as_str(),
-                "allow"
-            ),
-            None => tracing::debug!(reason = allow.reason.as_str(), "allow"),
-        },
-        Decision::Deny(deny) => tracing::debug!(
-            reason = deny.reason.as_str(),
-            status = deny.status.http_code(),
-            "deny"
-        ),
+/// The gRPC call's metadata, where Envoy puts the trace context of its ext_authz call.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// The checked request's own headers: the fallback when the call carries no context.
+struct Forwarded<'a>(&'a Request);
+
+impl Extractor for Forwarded<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.headers.first(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.headers.names().collect()
     }
 }
 

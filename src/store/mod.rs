@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::ConnectOptions as _;
+use tracing::Instrument as _;
 
 use crate::auth::password::{self, StoredPassword};
 use crate::auth::{
@@ -79,6 +80,7 @@ impl Store {
         let rows: Vec<UserRow> = sqlx::query_as(queries::USERS_BY_LOGIN)
             .bind(login.as_str())
             .fetch_all(&self.pool)
+            .instrument(sql_span("users by login"))
             .await
             .map_err(unavailable)?;
         // Redmine: an exact match wins over a case-insensitive one.
@@ -95,6 +97,7 @@ impl Directory for Store {
         let row: Option<UserRow> = sqlx::query_as(queries::USER_BY_API_KEY)
             .bind(key.expose())
             .fetch_optional(&self.pool)
+            .instrument(sql_span("user by API key"))
             .await
             .map_err(unavailable)?;
         Ok(row.map(UserRow::into_principal))
@@ -136,6 +139,7 @@ impl Directory for Store {
         let result: Result<Option<TokenRow>, sqlx::Error> = sqlx::query_as(queries::ACCESS_TOKEN)
             .bind(token.sha256_hex())
             .fetch_optional(&self.pool)
+            .instrument(sql_span("access token"))
             .await;
         match result {
             Ok(row) => Ok(row.map(TokenRow::into_access_token)),
@@ -150,6 +154,7 @@ impl Directory for Store {
     async fn settings(&self) -> Result<Settings, DirectoryError> {
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(queries::SETTINGS)
             .fetch_all(&self.pool)
+            .instrument(sql_span("settings"))
             .await
             .map_err(unavailable)?;
         let value = |name: &str| {
@@ -165,6 +170,17 @@ impl Directory for Store {
 }
 
 const UNDEFINED_TABLE: &str = "42P01";
+
+/// A child span of the check for one query; the statement is fixed, so its summary is enough.
+fn sql_span(summary: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "sql",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "SELECT",
+        db.query.summary = summary
+    )
+}
 
 /// Maps a driver error to a message that names its kind, never the URL or a query value.
 fn unavailable(error: sqlx::Error) -> DirectoryError {

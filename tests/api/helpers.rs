@@ -253,6 +253,16 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Sends a prepared call (with metadata such as a trace context).
+    pub async fn send_request(&self, call: tonic::Request<CheckRequest>) -> CheckResponse {
+        let mut client = self.client.clone();
+        tokio::time::timeout(Duration::from_secs(10), client.check(call))
+            .await
+            .expect("check answered in time")
+            .expect("check RPC succeeds")
+            .into_inner()
+    }
+
     pub async fn check(&self, request: Req) -> Verdict {
         Verdict(self.send(request.build()).await)
     }
@@ -332,6 +342,27 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// A bare HTTP/1.0 GET on loopback; returns the body.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
 
 /// A bare HTTP/1.0 GET on loopback; returns the status code.

@@ -13,3 +13,4 @@ mod malformed; // SPEC 8: no panic, no hang, no allow
 mod oauth; // SPEC 5, bearer tokens
 mod server; // health, reflection, shutdown, database outage
 mod switch_user; // SPEC 6
+mod telemetry; // traces, metrics, audit log

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import re
 import shutil
 import sys
@@ -145,7 +146,12 @@ def demo_db(postgres, authz_bin) -> DemoDb:
         ids = {login: int(uid) for uid, login in psql("SELECT id, login FROM users", db=name)}
         yield DemoDb(name, db_url(name), passwords, keys, ids, token)
     finally:
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Cleanup only: a slow checkpoint on a busy machine must not fail the run. A database
+        # left behind is dropped by the next session (same name, DROP ... IF EXISTS above).
+        try:
+            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=120)
+        except RuntimeError as error:
+            warnings.warn(f"could not drop {name}: {error}")
 
 
 # --------------------------------------------------------------------------- redmine-authz

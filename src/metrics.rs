@@ -1,0 +1,129 @@
+//! Prometheus metrics for the admin port. Labels are bounded: outcome, method and reason
+//! come from closed enums, never from a login or a path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::auth::Decision;
+use crate::cache::CacheStats;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    method: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+/// Reads the database pool's size at scrape time: (in use, idle).
+pub type PoolProbe = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
+
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    duration: Histogram,
+    pool: Family<PoolLabels, Gauge>,
+    pool_probe: Option<PoolProbe>,
+}
+
+impl Metrics {
+    pub fn new(cache: &Arc<CacheStats>, pool_probe: Option<PoolProbe>) -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Decisions by outcome, authentication method and reason",
+            decisions.clone(),
+        );
+        // 50 µs to about 1.6 s.
+        let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "authz_decision_duration_seconds",
+            "Time to decide one Check",
+            duration.clone(),
+        );
+        // The cache's own counters, shared rather than copied.
+        registry.register(
+            "authz_lookups",
+            "Credential lookups by the tier that answered (l1, redis, db)",
+            cache.lookups.clone(),
+        );
+        registry.register(
+            "authz_database_errors",
+            "PostgreSQL lookups that failed or timed out",
+            cache.directory_errors.clone(),
+        );
+        registry.register(
+            "authz_redis_errors",
+            "Redis calls that failed or timed out",
+            cache.redis_errors.clone(),
+        );
+        registry.register(
+            "authz_cache_evictions",
+            "Invalidations applied from database notifications",
+            cache.evictions.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "authz_db_pool_connections",
+            "Database pool connections by state",
+            pool.clone(),
+        );
+        Self {
+            registry,
+            decisions,
+            duration,
+            pool,
+            pool_probe,
+        }
+    }
+
+    pub fn observe(&self, decision: &Decision, elapsed: Duration) {
+        let (outcome, method) = match decision {
+            Decision::Allow(allow) => (
+                "allow",
+                allow
+                    .identity
+                    .as_ref()
+                    .map_or("none", |i| i.method.as_str()),
+            ),
+            Decision::Deny(_) => ("deny", "none"),
+        };
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome,
+                method,
+                reason: decision.reason().as_str(),
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        if let Some(probe) = &self.pool_probe {
+            let (in_use, idle) = probe();
+            self.pool
+                .get_or_create(&PoolLabels { state: "in_use" })
+                .set(i64::from(in_use));
+            self.pool
+                .get_or_create(&PoolLabels { state: "idle" })
+                .set(i64::from(idle));
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
