@@ -23,6 +23,7 @@ use crate::gate::{watch_settings, Gate};
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::store::{Invalidation, Store};
+use crate::throttle::Throttle;
 
 /// The gRPC service name health is reported under (besides the whole server, "").
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -112,12 +113,21 @@ impl Application {
             clock,
             cache_stats,
         } = self;
-        let directory = Arc::new(build_cache(
-            &config,
-            store.clone(),
+        let (hasher, redis) = shared_backends(&config, &cache_stats)?;
+        let directory = Arc::new(CachedDirectory::new(
+            Arc::new(store.clone()),
+            config.cache.clone(),
+            hasher.clone(),
+            redis.clone(),
             clock.clone(),
             cache_stats.clone(),
-        )?);
+        ));
+        let throttle = Arc::new(Throttle::new(
+            config.throttle.clone(),
+            hasher,
+            redis,
+            clock.clone(),
+        ));
         let settings_wake = Arc::new(Notify::new());
         let settings = watch_settings(
             directory.clone(),
@@ -131,18 +141,21 @@ impl Application {
                 settings_wake,
             ));
         }
-        let gate = Arc::new(Gate::new(
-            directory,
-            config.decision.policy.clone(),
-            settings.clone(),
-            clock,
-        ));
+        let gate = Arc::new(
+            Gate::new(
+                directory,
+                config.decision.policy.clone(),
+                settings.clone(),
+                clock,
+            )
+            .with_throttle(throttle.clone()),
+        );
         let pool = store.pool().clone();
         let pool_probe: crate::metrics::PoolProbe = Box::new(move || {
             let idle = pool.num_idle() as u32;
             (pool.size().saturating_sub(idle), idle)
         });
-        let metrics = Arc::new(Metrics::new(&cache_stats, Some(pool_probe)));
+        let metrics = Arc::new(Metrics::new(&cache_stats, &throttle, Some(pool_probe)));
         let observer = Arc::new(Observer::new(metrics.clone(), config.audit));
         let authorization = AuthorizationService::new(
             gate,
@@ -207,12 +220,11 @@ impl Application {
     }
 }
 
-fn build_cache(
+/// The key hasher and the Redis tier, shared by the cache and the throttle.
+fn shared_backends(
     config: &ServeConfig,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    stats: Arc<CacheStats>,
-) -> Result<CachedDirectory<Store>, AppError> {
+    stats: &Arc<CacheStats>,
+) -> Result<(Arc<KeyHasher>, Option<Arc<RedisTier>>), AppError> {
     let hasher = match &config.cache_secret {
         Some(secret) => KeyHasher::new(secret.expose_secret().as_bytes().to_vec().into()),
         None => {
@@ -225,22 +237,15 @@ fn build_cache(
         }
     };
     let redis = match &config.redis_url {
-        Some(url) => Some(RedisTier::new(
+        Some(url) => Some(Arc::new(RedisTier::new(
             url.expose_secret(),
             config.redis_key_prefix.clone(),
             config.redis_timeout,
             stats.clone(),
-        )?),
+        )?)),
         None => None,
     };
-    Ok(CachedDirectory::new(
-        Arc::new(store),
-        config.cache.clone(),
-        hasher,
-        redis,
-        clock,
-        stats,
-    ))
+    Ok((Arc::new(hasher), redis))
 }
 
 /// Evicts what notifications name; a settings change re-reads settings at once.

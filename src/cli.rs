@@ -99,6 +99,21 @@ pub struct ServeArgs {
     /// How often Redmine's settings are re-read, in seconds.
     #[arg(long, env = "AUTHZ_SETTINGS_REFRESH_SECS", default_value_t = 5)]
     pub settings_refresh_secs: u64,
+    /// Failed authentications allowed per client address per window; 0 turns it off.
+    #[arg(long, env = "AUTHZ_THROTTLE_CLIENT_LIMIT", default_value_t = 100)]
+    pub throttle_client_limit: u64,
+    /// The client limit's window, in seconds.
+    #[arg(long, env = "AUTHZ_THROTTLE_CLIENT_WINDOW_SECS", default_value_t = 60)]
+    pub throttle_client_window_secs: u64,
+    /// Failed Basic logins allowed per login per window; 0 turns it off.
+    #[arg(long, env = "AUTHZ_THROTTLE_LOGIN_LIMIT", default_value_t = 20)]
+    pub throttle_login_limit: u64,
+    /// The login limit's window, in seconds.
+    #[arg(long, env = "AUTHZ_THROTTLE_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub throttle_login_window_secs: u64,
+    /// Proxies in front of Envoy whose X-Forwarded-For entries name the client (0: the peer).
+    #[arg(long, env = "AUTHZ_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: usize,
     /// Which decisions get a JSON audit line on standard output.
     #[arg(long, env = "AUTHZ_AUDIT_LOG", value_enum, default_value = "all")]
     pub audit_log: crate::observe::AuditMode,

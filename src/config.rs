@@ -14,6 +14,7 @@ use crate::cache::CacheOptions;
 use crate::cli::{DecisionArgs, ServeArgs};
 use crate::envoy::ResponseOptions;
 use crate::store::StoreOptions;
+use crate::throttle::ThrottleOptions;
 
 /// Exit code for a configuration or usage error (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -94,6 +95,7 @@ pub struct ServeConfig {
     pub cache: CacheOptions,
     pub listen_invalidations: bool,
     pub audit: crate::observe::AuditMode,
+    pub throttle: ThrottleOptions,
     pub decision: DecisionConfig,
     /// Upper bound on one decision when Envoy sends no deadline.
     pub decision_timeout: Duration,
@@ -188,6 +190,9 @@ impl ServeConfig {
                 errors.push("--redis-url must be a redis:// or rediss:// URL".to_owned());
             }
         }
+        if args.throttle_client_window_secs == 0 || args.throttle_login_window_secs == 0 {
+            errors.push("throttle windows must be at least 1 second".to_owned());
+        }
         if args.redis_timeout_ms == 0 {
             errors.push("--redis-timeout-ms must be at least 1".to_owned());
         }
@@ -217,6 +222,13 @@ impl ServeConfig {
                 },
                 listen_invalidations: args.listen_invalidations,
                 audit: args.audit_log,
+                throttle: ThrottleOptions {
+                    client_limit: args.throttle_client_limit,
+                    client_window: Duration::from_secs(args.throttle_client_window_secs),
+                    login_limit: args.throttle_login_limit,
+                    login_window: Duration::from_secs(args.throttle_login_window_secs),
+                    trusted_hops: args.trusted_hops,
+                },
                 decision,
                 decision_timeout: Duration::from_millis(args.decision_timeout_ms),
                 settings_refresh: Duration::from_secs(args.settings_refresh_secs.max(1)),

@@ -14,6 +14,7 @@ use crate::auth::{
 };
 use crate::clock::Clock;
 use crate::directory::{Directory, DirectoryError};
+use crate::throttle::Throttle;
 
 /// The latest Redmine settings, refreshed in the background; `None` until first read.
 pub type SettingsWatch = watch::Receiver<Option<Settings>>;
@@ -23,6 +24,7 @@ pub struct Gate<D> {
     policy: Policy,
     settings: SettingsWatch,
     clock: Arc<dyn Clock>,
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl<D: Directory> Gate<D> {
@@ -37,7 +39,14 @@ impl<D: Directory> Gate<D> {
             policy,
             settings,
             clock,
+            throttle: None,
         }
+    }
+
+    /// Counts failed authentications and answers 429 past the limits.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Decides within `budget`; a decision that cannot be made in time is a 503, never an
@@ -58,7 +67,36 @@ impl<D: Directory> Gate<D> {
             });
         }
         let format = request.format().unwrap_or(Format::Json);
-        let credential = match Credential::select(request) {
+        let credential = Credential::select(request);
+        let Some(throttle) = &self.throttle else {
+            return self
+                .check_credential(request, credential, gating, format)
+                .await;
+        };
+        // Over a limit: answered without touching the database.
+        let subject = throttle.subject(request, credential.as_ref().ok());
+        if let Some(wait) = throttle.blocked(&subject) {
+            let mut deny = Deny::new(Reason::Throttled, format);
+            deny.retry_after = Some(wait.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
+            return Decision::Deny(deny);
+        }
+        let decision = self
+            .check_credential(request, credential, gating, format)
+            .await;
+        if matches!(&decision, Decision::Deny(deny) if deny.reason.is_failed_authentication()) {
+            throttle.record_failure(&subject).await;
+        }
+        decision
+    }
+
+    async fn check_credential(
+        &self,
+        request: &Request,
+        credential: Result<Credential, Reason>,
+        gating: Gating,
+        format: Format,
+    ) -> Decision {
+        let credential = match credential {
             Ok(credential) => credential,
             Err(reason) => return Decision::Deny(Deny::new(reason, format)),
         };

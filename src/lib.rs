@@ -28,3 +28,4 @@ pub mod metrics;
 pub mod observe;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;

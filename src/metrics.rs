@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::Decision;
 use crate::cache::CacheStats;
+use crate::throttle::Throttle;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -38,7 +39,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(cache: &Arc<CacheStats>, pool_probe: Option<PoolProbe>) -> Self {
+    pub fn new(
+        cache: &Arc<CacheStats>,
+        throttle: &Throttle,
+        pool_probe: Option<PoolProbe>,
+    ) -> Self {
         let mut registry = Registry::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -73,6 +78,11 @@ impl Metrics {
             "authz_cache_evictions",
             "Invalidations applied from database notifications",
             cache.evictions.clone(),
+        );
+        registry.register(
+            "authz_throttled",
+            "Requests answered 429 for too many failed authentications",
+            throttle.throttled.clone(),
         );
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(

@@ -66,11 +66,30 @@ pub enum Reason {
     MustChangePassword,
     RestApiDisabled,
     InvalidSwitchUser,
+    Throttled,
     BadRequest,
     DirectoryUnavailable,
 }
 
 impl Reason {
+    /// A credential was presented and rejected: what throttling counts. Missing credentials,
+    /// policy denies (403, 412) and outages are not attempts to guess.
+    pub fn is_failed_authentication(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidApiKey
+                | Self::InvalidBasic
+                | Self::MalformedBasic
+                | Self::MalformedHeader
+                | Self::AmbiguousCredential
+                | Self::UnknownBearerToken
+                | Self::TokenRevoked
+                | Self::TokenExpired
+                | Self::TokenOwnerInactive
+                | Self::ExternalAuthUnsupported
+        )
+    }
+
     /// Stable snake_case name for logs, spans and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -95,6 +114,7 @@ impl Reason {
             Self::InvalidSwitchUser => "invalid_switch_user",
             Self::BadRequest => "bad_request",
             Self::DirectoryUnavailable => "directory_unavailable",
+            Self::Throttled => "throttled",
         }
     }
 
@@ -124,6 +144,7 @@ impl Reason {
             Self::InvalidSwitchUser => "Invalid X-Redmine-Switch-User header",
             Self::BadRequest => "Malformed request",
             Self::DirectoryUnavailable => "Authentication is temporarily unavailable",
+            Self::Throttled => "Too many failed authentication attempts; retry later",
         }
     }
 }
@@ -219,6 +240,8 @@ impl Deny {
             Reason::MustChangePassword | Reason::RestApiDisabled => (Forbidden, None, None),
             Reason::InvalidSwitchUser => (PreconditionFailed, None, None),
             Reason::DirectoryUnavailable => (ServiceUnavailable, None, Some(5)),
+            // The caller sets the real wait; one window is the safe default.
+            Reason::Throttled => (TooManyRequests, None, Some(60)),
             Reason::BadRequest
             | Reason::Authenticated
             | Reason::NotGated

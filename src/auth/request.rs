@@ -138,6 +138,26 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The client to hold responsible for failures: the direct peer, or with `trusted_hops`
+    /// proxies in front of Envoy, the entry that many places from the right of
+    /// `X-Forwarded-For` (the last trusted proxy appended it). Too few entries: the peer.
+    pub fn client_address(&self, trusted_hops: usize) -> Option<IpAddr> {
+        if trusted_hops == 0 {
+            return self.source;
+        }
+        let forwarded: Vec<&str> = self
+            .headers
+            .get_all("x-forwarded-for")
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        forwarded
+            .len()
+            .checked_sub(trusted_hops)
+            .and_then(|index| forwarded[index].parse().ok())
+            .or(self.source)
+    }
+
     /// Redmine's `params[:format]`: the path's extension wins over the `format` parameter.
     /// The extension is read as Rails routes the path: percent-decoded, trailing slashes
     /// dropped (`/issues.js%6Fn/` is the JSON API too).
@@ -157,5 +177,29 @@ fn parse_format(value: &str) -> Option<Format> {
         "json" => Some(Format::Json),
         "xml" => Some(Format::Xml),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_from_trusted_hops() {
+        let mut request =
+            Request::new("GET", "/").with_header("x-forwarded-for", "198.51.100.7, 203.0.113.1");
+        request.source = Some("10.0.0.5".parse().unwrap());
+        assert_eq!(request.client_address(0), Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            request.client_address(1),
+            Some("203.0.113.1".parse().unwrap())
+        );
+        assert_eq!(
+            request.client_address(2),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(request.client_address(3), Some("10.0.0.5".parse().unwrap()));
+        let spoofed = Request::new("GET", "/").with_header("x-forwarded-for", "not-an-ip");
+        assert_eq!(spoofed.client_address(1), None);
     }
 }

@@ -12,6 +12,10 @@ pub enum KeyKind {
     Login,
     Password,
     Bearer,
+    /// A client address, for throttling.
+    Client,
+    /// A Basic login (lower-cased), for throttling.
+    FailedLogin,
 }
 
 impl KeyKind {
@@ -21,6 +25,8 @@ impl KeyKind {
             Self::Login => b"login",
             Self::Password => b"password",
             Self::Bearer => b"bearer",
+            Self::Client => b"client",
+            Self::FailedLogin => b"failed-login",
         }
     }
 }

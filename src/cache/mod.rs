@@ -166,9 +166,9 @@ struct Entry {
 pub struct CachedDirectory<D> {
     inner: Arc<D>,
     options: CacheOptions,
-    hasher: KeyHasher,
+    hasher: Arc<KeyHasher>,
     l1: Cache<CacheKey, Arc<Entry>>,
-    redis: Option<RedisTier>,
+    redis: Option<Arc<RedisTier>>,
     clock: Arc<dyn Clock>,
     stats: Arc<CacheStats>,
     /// Bumped before and after every eviction. A lookup that saw it move while it was
@@ -180,8 +180,8 @@ impl<D: Directory> CachedDirectory<D> {
     pub fn new(
         inner: Arc<D>,
         options: CacheOptions,
-        hasher: KeyHasher,
-        redis: Option<RedisTier>,
+        hasher: Arc<KeyHasher>,
+        redis: Option<Arc<RedisTier>>,
         clock: Arc<dyn Clock>,
         stats: Arc<CacheStats>,
     ) -> Self {

@@ -97,6 +97,34 @@ impl RedisTier {
         .await;
     }
 
+    /// Counts one failure under `key` in a fixed window that starts with the first one.
+    /// Returns the shared count and the time left in the window.
+    pub async fn count_failure(&self, key: CacheKey, window: Duration) -> Option<(u64, Duration)> {
+        let counter = format!("{}t:{}", self.prefix, key.to_hex());
+        let window_ms = window.as_millis().max(1) as u64;
+        self.bounded("count failure", async move {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let (count, ttl_ms): (u64, i64) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&counter)
+                .arg(0)
+                .arg("NX")
+                .arg("PX")
+                .arg(window_ms)
+                .ignore()
+                .cmd("INCR")
+                .arg(&counter)
+                .cmd("PTTL")
+                .arg(&counter)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((count, Duration::from_millis(ttl_ms.max(0) as u64)))
+        })
+        .await
+    }
+
     /// Drops every entry indexed under `user_id`.
     pub async fn evict_user(&self, user_id: i64) {
         let index = self.user_index(user_id);

@@ -425,6 +425,12 @@ impl Req {
         self
     }
 
+    /// The direct peer Envoy reports.
+    pub fn source(mut self, ip: &str) -> Self {
+        self.source = Some(ip.to_owned());
+        self
+    }
+
     pub fn context(mut self, key: &str, value: &str) -> Self {
         self.context.insert(key.into(), value.into());
         self

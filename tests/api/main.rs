@@ -7,6 +7,7 @@ mod answer; // SPEC 7
 mod basic; // SPEC 5, Basic
 mod cache; // the cache tiers and revocation
 mod cli; // the command line
+mod dashboard; // deploy/grafana queries only exposed metrics
 mod gating; // SPEC 2 and 3
 mod keys; // SPEC 4 and 5, API keys
 mod malformed; // SPEC 8: no panic, no hang, no allow
@@ -14,3 +15,4 @@ mod oauth; // SPEC 5, bearer tokens
 mod server; // health, reflection, shutdown, database outage
 mod switch_user; // SPEC 6
 mod telemetry; // traces, metrics, audit log
+mod throttle; // SPEC 7, 429

@@ -1,0 +1,169 @@
+//! Throttling failed authentication (SPEC 7, 429): per client address and per Basic login,
+//! in fixed windows. The check reads only in-process state, so it costs no I/O on the hot
+//! path; each failure is also counted in Redis, and the shared count comes back, so every
+//! replica blocks once the failures of all replicas together pass the limit.
+//!
+//! Successful requests are never counted. A client is only held back by its own failures;
+//! a login by the failures of anyone guessing its password (that is the point), and then
+//! only for Basic with that login: the user's API keys and tokens keep working.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::auth::{Credential, Request};
+use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier};
+use crate::clock::Clock;
+
+#[derive(Debug, Clone)]
+pub struct ThrottleOptions {
+    /// Failures allowed per client address in a window; 0 turns this limit off.
+    pub client_limit: u64,
+    pub client_window: Duration,
+    /// Failures allowed per Basic login in a window; 0 turns this limit off.
+    pub login_limit: u64,
+    pub login_window: Duration,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted.
+    pub trusted_hops: usize,
+}
+
+impl Default for ThrottleOptions {
+    fn default() -> Self {
+        Self {
+            client_limit: 100,
+            client_window: Duration::from_secs(60),
+            login_limit: 20,
+            login_window: Duration::from_secs(300),
+            trusted_hops: 0,
+        }
+    }
+}
+
+/// Who a request's failures count against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject {
+    client: Option<CacheKey>,
+    login: Option<CacheKey>,
+}
+
+#[derive(Debug)]
+struct Window {
+    failures: u64,
+    resets_at: DateTime<Utc>,
+}
+
+pub struct Throttle {
+    options: ThrottleOptions,
+    hasher: Arc<KeyHasher>,
+    local: moka::sync::Cache<CacheKey, Arc<Mutex<Window>>>,
+    redis: Option<Arc<RedisTier>>,
+    clock: Arc<dyn Clock>,
+    /// Requests answered 429.
+    pub throttled: Counter,
+}
+
+impl Throttle {
+    pub fn new(
+        options: ThrottleOptions,
+        hasher: Arc<KeyHasher>,
+        redis: Option<Arc<RedisTier>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let longest = options
+            .client_window
+            .max(options.login_window)
+            .max(Duration::from_secs(1));
+        // Bounded: a flood from many addresses evicts old windows instead of growing.
+        let local = moka::sync::Cache::builder()
+            .max_capacity(200_000)
+            .time_to_live(longest)
+            .build();
+        Self {
+            options,
+            hasher,
+            local,
+            redis,
+            clock,
+            throttled: Counter::default(),
+        }
+    }
+
+    pub fn subject(&self, request: &Request, credential: Option<&Credential>) -> Subject {
+        let client = (self.options.client_limit > 0)
+            .then(|| request.client_address(self.options.trusted_hops))
+            .flatten()
+            .map(|ip: IpAddr| self.hasher.key(KeyKind::Client, &[&ip.to_string()]));
+        let login = match credential {
+            Some(Credential::Basic(basic)) if self.options.login_limit > 0 => {
+                let login = basic.username.trim().to_lowercase();
+                (!login.is_empty()).then(|| self.hasher.key(KeyKind::FailedLogin, &[&login]))
+            }
+            _ => None,
+        };
+        Subject { client, login }
+    }
+
+    /// How long the subject must wait, if it is over a limit.
+    pub fn blocked(&self, subject: &Subject) -> Option<Duration> {
+        let now = self.clock.now();
+        let over = |key: Option<CacheKey>, limit: u64| {
+            let window = self.local.get(&key?)?;
+            let window = window.lock().unwrap_or_else(|e| e.into_inner());
+            (window.resets_at > now && window.failures >= limit)
+                .then(|| (window.resets_at - now).to_std().unwrap_or_default())
+        };
+        let wait = [
+            over(subject.client, self.options.client_limit),
+            over(subject.login, self.options.login_limit),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if wait.is_some() {
+            self.throttled.inc();
+        }
+        wait
+    }
+
+    /// Counts one failed authentication against the subject.
+    pub async fn record_failure(&self, subject: &Subject) {
+        if let Some(key) = subject.client {
+            self.count(key, self.options.client_window).await;
+        }
+        if let Some(key) = subject.login {
+            self.count(key, self.options.login_window).await;
+        }
+    }
+
+    async fn count(&self, key: CacheKey, window: Duration) {
+        let now = self.clock.now();
+        let local = self.local.get_with(key, || {
+            Arc::new(Mutex::new(Window {
+                failures: 0,
+                resets_at: now + window,
+            }))
+        });
+        {
+            let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
+            if local.resets_at <= now {
+                *local = Window {
+                    failures: 0,
+                    resets_at: now + window,
+                };
+            }
+            local.failures += 1;
+        }
+        // Redis down: the in-process count stands alone.
+        let Some(redis) = &self.redis else { return };
+        if let Some((shared, remaining)) = redis.count_failure(key, window).await {
+            let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
+            if shared > local.failures {
+                local.failures = shared;
+                local.resets_at = now + chrono::Duration::from_std(remaining).unwrap_or_default();
+            }
+        }
+    }
+}
