@@ -11,6 +11,9 @@ use super::request::Request;
 /// The longest API key Redmine issues or accepts (40 hex characters).
 const API_KEY_MAX_LEN: usize = 40;
 
+/// The longest Basic or bearer credential accepted; Redmine's are far shorter.
+pub const CREDENTIAL_MAX_LEN: usize = 4096;
+
 /// A Redmine API key: ASCII letters and digits, at most 40 characters.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ApiKey(String);
@@ -154,9 +157,15 @@ impl Credential {
             },
         };
         if let Some(token) = bearer.filter(|t| !t.is_empty()) {
+            if token.len() > CREDENTIAL_MAX_LEN {
+                return Err(Reason::CredentialTooLong);
+            }
             return Ok(Self::Bearer(BearerToken(token.to_owned())));
         }
         if let Some(encoded) = authorization.and_then(|value| strip_scheme(value, "basic")) {
+            if encoded.len() > CREDENTIAL_MAX_LEN {
+                return Err(Reason::CredentialTooLong);
+            }
             return BasicCredentials::decode(encoded).map(Self::Basic);
         }
         Ok(Self::Anonymous)

@@ -68,6 +68,10 @@ pub enum Reason {
     InvalidSwitchUser,
     Throttled,
     BadRequest,
+    /// Too many headers, or too large: more than Envoy would forward by default.
+    HeadersTooLarge,
+    /// A credential longer than any Redmine issues.
+    CredentialTooLong,
     DirectoryUnavailable,
 }
 
@@ -82,6 +86,7 @@ impl Reason {
                 | Self::MalformedBasic
                 | Self::MalformedHeader
                 | Self::AmbiguousCredential
+                | Self::CredentialTooLong
                 | Self::UnknownBearerToken
                 | Self::TokenRevoked
                 | Self::TokenExpired
@@ -113,6 +118,8 @@ impl Reason {
             Self::RestApiDisabled => "rest_api_disabled",
             Self::InvalidSwitchUser => "invalid_switch_user",
             Self::BadRequest => "bad_request",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::CredentialTooLong => "credential_too_long",
             Self::DirectoryUnavailable => "directory_unavailable",
             Self::Throttled => "throttled",
         }
@@ -143,6 +150,8 @@ impl Reason {
             Self::RestApiDisabled => "REST API is disabled",
             Self::InvalidSwitchUser => "Invalid X-Redmine-Switch-User header",
             Self::BadRequest => "Malformed request",
+            Self::HeadersTooLarge => "Request headers too large",
+            Self::CredentialTooLong => "Credential too long",
             Self::DirectoryUnavailable => "Authentication is temporarily unavailable",
             Self::Throttled => "Too many failed authentication attempts; retry later",
         }
@@ -154,6 +163,7 @@ impl Reason {
 pub enum DenyStatus {
     BadRequest,
     Unauthorized,
+    HeadersTooLarge,
     Forbidden,
     PreconditionFailed,
     TooManyRequests,
@@ -164,6 +174,7 @@ impl DenyStatus {
     pub fn http_code(self) -> u16 {
         match self {
             Self::BadRequest => 400,
+            Self::HeadersTooLarge => 431,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::PreconditionFailed => 412,
@@ -228,9 +239,10 @@ impl Deny {
             }
             Reason::UnknownBearerToken => (Unauthorized, Some(Basic), None),
             // Redmine 7 sends no challenge for a wrong key: a browser must not prompt.
-            Reason::InvalidApiKey | Reason::MalformedHeader | Reason::AmbiguousCredential => {
-                (Unauthorized, None, None)
-            }
+            Reason::InvalidApiKey
+            | Reason::MalformedHeader
+            | Reason::AmbiguousCredential
+            | Reason::CredentialTooLong => (Unauthorized, None, None),
             Reason::TokenRevoked | Reason::TokenExpired | Reason::TokenOwnerInactive => {
                 (Unauthorized, Some(BearerInvalidToken), None)
             }
@@ -242,6 +254,7 @@ impl Deny {
             Reason::DirectoryUnavailable => (ServiceUnavailable, None, Some(5)),
             // The caller sets the real wait; one window is the safe default.
             Reason::Throttled => (TooManyRequests, None, Some(60)),
+            Reason::HeadersTooLarge => (DenyStatus::HeadersTooLarge, None, None),
             Reason::BadRequest
             | Reason::Authenticated
             | Reason::NotGated

@@ -11,7 +11,16 @@ use crate::auth::{Request, RouteMode};
 pub enum ParseError {
     #[error("check request has no HTTP attributes")]
     NoHttpRequest,
+    #[error("request line or headers over the gate's limits")]
+    TooLarge,
 }
+
+/// Caps on what the gate reads, above Envoy's defaults (100 headers, 60 KiB of headers), so a
+/// request Envoy forwards is never refused for size, and a larger one is refused outright.
+pub const MAX_HEADERS: usize = 256;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const MAX_TOTAL_HEADER_BYTES: usize = 96 * 1024;
+pub const MAX_PATH_BYTES: usize = 16 * 1024;
 
 pub fn parse(check: &CheckRequest) -> Result<Request, ParseError> {
     let attributes = check.attributes.as_ref().ok_or(ParseError::NoHttpRequest)?;
@@ -23,6 +32,7 @@ pub fn parse(check: &CheckRequest) -> Result<Request, ParseError> {
     if http.method.is_empty() && http.path.is_empty() {
         return Err(ParseError::NoHttpRequest);
     }
+    check_sizes(http)?;
     let mut request = Request::new(&http.method, &http.path);
     copy_headers(http, &mut request);
     request.source = attributes
@@ -35,6 +45,30 @@ pub fn parse(check: &CheckRequest) -> Result<Request, ParseError> {
         .get(RouteMode::CONTEXT_KEY)
         .map(|value| RouteMode::parse(value).ok_or_else(|| value.clone()));
     Ok(request)
+}
+
+fn check_sizes(http: &attribute_context::HttpRequest) -> Result<(), ParseError> {
+    let sizes: Vec<usize> = match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+        Some(map) => map
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len().max(h.raw_value.len()))
+            .collect(),
+        None => http
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .collect(),
+    };
+    let too_large = http.path.len() > MAX_PATH_BYTES
+        || sizes.len() > MAX_HEADERS
+        || sizes.iter().any(|&size| size > MAX_HEADER_BYTES)
+        || sizes.iter().sum::<usize>() > MAX_TOTAL_HEADER_BYTES;
+    if too_large {
+        Err(ParseError::TooLarge)
+    } else {
+        Ok(())
+    }
 }
 
 /// Envoy fills `headers` by default and `header_map` (raw bytes) with `encode_raw_headers`.

@@ -193,8 +193,9 @@ const GRPC_OK: i32 = 0;
 fn codes(status: DenyStatus) -> (StatusCode, i32) {
     match status {
         DenyStatus::BadRequest => (StatusCode::BadRequest, 3), // INVALID_ARGUMENT
+        DenyStatus::HeadersTooLarge => (StatusCode::RequestHeaderFieldsTooLarge, 3), // INVALID_ARGUMENT
         DenyStatus::Unauthorized => (StatusCode::Unauthorized, 16), // UNAUTHENTICATED
-        DenyStatus::Forbidden => (StatusCode::Forbidden, 7),   // PERMISSION_DENIED
+        DenyStatus::Forbidden => (StatusCode::Forbidden, 7),        // PERMISSION_DENIED
         DenyStatus::PreconditionFailed => (StatusCode::PreconditionFailed, 9), // FAILED_PRECONDITION
         DenyStatus::TooManyRequests => (StatusCode::TooManyRequests, 8),       // RESOURCE_EXHAUSTED
         DenyStatus::ServiceUnavailable => (StatusCode::ServiceUnavailable, 14), // UNAVAILABLE

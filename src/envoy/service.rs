@@ -11,7 +11,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use super::{parse, respond, ResponseOptions};
+use super::{parse, respond, ParseError, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
 use crate::cache::{track_tier, Tier};
 use crate::directory::Directory;
@@ -68,10 +68,14 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
                 (request, decision, tier)
             }
             Err(error) => {
-                tracing::info!(%error, "malformed check request");
+                tracing::info!(%error, "check request refused");
+                let reason = match error {
+                    ParseError::NoHttpRequest => Reason::BadRequest,
+                    ParseError::TooLarge => Reason::HeadersTooLarge,
+                };
                 (
                     Request::default(),
-                    Decision::Deny(Deny::new(Reason::BadRequest, Format::Json)),
+                    Decision::Deny(Deny::new(reason, Format::Json)),
                     Tier::None,
                 )
             }
