@@ -133,6 +133,22 @@ refuses "helm3: schema rejects redis.timeoutMs: 0" "schema|greater than or equal
   "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set redis.timeoutMs=0
 refuses 'helm3: schema rejects config.listenInvalidations: "no"' "schema|Invalid type" \
   "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set-string config.listenInvalidations=no
+refuses "helm3: schema rejects config.auditLog: verbose" "schema|must be one of" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set config.auditLog=verbose
+refuses "helm3: schema rejects otel.protocol: http/json" "schema|must be one of" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set otel.protocol=http/json
+refuses "helm3: schema rejects otel.samplerArg: 2" "schema|oneOf|less than or equal" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set otel.samplerArg=2
+refuses "helm3: schema rejects an unknown otel key (otel.exporter)" "schema|Additional property" \
+  "$helm" template rel "$chart" --kube-version "$KUBE_MIN" --set otel.exporter=otlp
+check "helm3: default values render no OTEL_* variable (tracing off) and AUTHZ_AUDIT_LOG=all" \
+  sh -c '"$0" template rel "$1" --kube-version "$2" >"$3" && ! grep -q "OTEL_" "$3" && grep -qx "  AUTHZ_AUDIT_LOG: \"all\"" "$3"' "$helm" "$chart" "$KUBE_MIN" "$out/otel-default.yaml"
+check "helm3: otel values reach the ConfigMap as the standard OTEL_* variables" \
+  sh -c '"$0" template rel "$1" --kube-version "$2" --show-only templates/configmap.yaml --set otel.endpoint=http://c:4318 --set otel.protocol=http/protobuf --set otel.serviceName=gate --set otel.sampler=parentbased_traceidratio --set otel.samplerArg=0.25 --set otel.resourceAttributes.team=a --set otel.resourceAttributes.env=prod --set "otel.propagators={tracecontext,b3}" --set config.auditLog=deny-only >"$3" && grep -qx "  OTEL_EXPORTER_OTLP_ENDPOINT: \"http://c:4318\"" "$3" && grep -qx "  OTEL_EXPORTER_OTLP_PROTOCOL: \"http/protobuf\"" "$3" && grep -qx "  OTEL_SERVICE_NAME: \"gate\"" "$3" && grep -qx "  OTEL_TRACES_SAMPLER: \"parentbased_traceidratio\"" "$3" && grep -qx "  OTEL_TRACES_SAMPLER_ARG: \"0.25\"" "$3" && grep -qx "  OTEL_RESOURCE_ATTRIBUTES: \"env=prod,team=a\"" "$3" && grep -qx "  OTEL_PROPAGATORS: \"tracecontext,b3\"" "$3" && grep -qx "  AUTHZ_AUDIT_LOG: \"deny-only\"" "$3"' "$helm" "$chart" "$KUBE_MIN" "$out/otel-configmap.yaml"
+check "helm3: otel.headers goes to the Secret and a secretKeyRef, never the ConfigMap" \
+  sh -c '"$0" template rel "$1" --kube-version "$2" --set database.url=postgres://authz@db/redmine --set otel.endpoint=http://c:4317 --set otel.headers=x-token=s3cr3t >"$3" && grep -q "  OTEL_EXPORTER_OTLP_HEADERS: " "$3" && grep -q "key: OTEL_EXPORTER_OTLP_HEADERS" "$3" && ! grep -q "s3cr3t" "$3"' "$helm" "$chart" "$KUBE_MIN" "$out/otel-headers.yaml"
+check "helm3: with existingSecret the OTLP headers come from existingSecret.otlpHeadersKey (optional)" \
+  sh -c '"$0" template rel "$1" --kube-version "$2" --show-only templates/deployment.yaml --set existingSecret.name=creds --set existingSecret.otlpHeadersKey=otlp >"$3" && grep -A5 "name: OTEL_EXPORTER_OTLP_HEADERS" "$3" | grep -q "key: otlp" && grep -A6 "name: OTEL_EXPORTER_OTLP_HEADERS" "$3" | grep -q "optional: true"' "$helm" "$chart" "$KUBE_MIN" "$out/otel-existing.yaml"
 check "helm3: cache and Redis values reach the ConfigMap as the variables serve reads" \
   sh -c '"$0" template rel "$1" --kube-version "$2" --show-only templates/configmap.yaml --set cache.ttlSeconds=0 --set cache.negativeTtlSeconds=5 --set cache.l1Capacity=2000000 --set redis.keyPrefix=a:b: --set redis.timeoutMs=250 --set config.listenInvalidations=false >"$3" && grep -qx "  AUTHZ_CACHE_TTL: \"0\"" "$3" && grep -qx "  AUTHZ_NEGATIVE_CACHE_TTL: \"5\"" "$3" && grep -qx "  AUTHZ_L1_CAPACITY: \"2000000\"" "$3" && grep -qx "  AUTHZ_REDIS_KEY_PREFIX: \"a:b:\"" "$3" && grep -qx "  AUTHZ_REDIS_TIMEOUT_MS: \"250\"" "$3" && grep -qx "  AUTHZ_LISTEN_INVALIDATIONS: \"false\"" "$3"' "$helm" "$chart" "$KUBE_MIN" "$out/cache-configmap.yaml"
 
@@ -141,7 +157,7 @@ for label in default full; do
   if [ -s "$out/helm3-$label.yaml" ]; then
     defaults=()
     [ "$label" = default ] && defaults=(--chart-defaults)
-    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs "${defaults[@]}"
+    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs --telemetry src/telemetry.rs "${defaults[@]}"
   fi
 done
 
