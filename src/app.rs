@@ -196,9 +196,10 @@ impl Application {
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: health NOT_SERVING, draining in-flight checks");
-                let _ = stop_tx.send(true);
+                // Health first, so watchers (Envoy, kubelet) hear it before the listener closes.
                 ready.store(false, Ordering::SeqCst);
                 set_health(&health, ServingStatus::NotServing).await;
+                let _ = stop_tx.send(true);
             }
         });
 

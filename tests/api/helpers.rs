@@ -267,6 +267,11 @@ impl TestApp {
         Verdict(self.send(request.build()).await)
     }
 
+    /// The shutdown trigger, for a test that fires it itself.
+    pub fn take_stop(&mut self) -> tokio::sync::oneshot::Sender<()> {
+        self.stop.take().expect("not stopped yet")
+    }
+
     /// Signals shutdown and waits for the server to finish draining.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -8,6 +8,7 @@ mod basic; // SPEC 5, Basic
 mod cache; // the cache tiers and revocation
 mod cli; // the command line
 mod dashboard; // deploy/grafana queries only exposed metrics
+mod faults; // database outages, slowness, pool exhaustion, shutdown
 mod gating; // SPEC 2 and 3
 mod keys; // SPEC 4 and 5, API keys
 mod malformed; // SPEC 8: no panic, no hang, no allow
