@@ -189,7 +189,8 @@ impl RedisTier {
             db.system = "redis",
             db.operation.name = operation
         );
-        match tokio::time::timeout(self.timeout, call)
+        // Boxed: Redis futures are large, and inlined into every caller they deepen the stack.
+        match tokio::time::timeout(self.timeout, Box::pin(call))
             .instrument(span)
             .await
         {

@@ -359,17 +359,14 @@ async fn redis_holds_no_credential_or_hash() {
         "scan-test-secret-0123",
     ])
     .await;
-    let mut secrets: Vec<String> = Vec::new();
     for user in DEMO_USERS {
         app.check(get("/issues.json").header("authorization", &basic(user.login, user.password)))
             .await;
-        secrets.push(user.password.to_owned());
         if let Some(key) = user.api_key {
             app.check(get("/issues.json").header("x-redmine-api-key", key))
                 .await;
             app.check(get("/issues.json").header("authorization", &basic(key, "x")))
                 .await;
-            secrets.push(key.to_owned());
         }
     }
     app.check(get("/issues.json").header("authorization", &format!("Bearer {DEMO_OAUTH_TOKEN}")))
@@ -380,20 +377,7 @@ async fn redis_holds_no_credential_or_hash() {
             .header("x-redmine-switch-user", "alice"),
     )
     .await;
-    secrets.push(DEMO_OAUTH_TOKEN.to_owned());
-    let hashes: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT hashed_password, salt FROM users")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
-    for (hash, salt) in hashes {
-        secrets.push(hash);
-        secrets.extend(salt);
-    }
-    use sha2::Digest as _;
-    secrets.push(hex::encode(sha2::Sha256::digest(
-        DEMO_OAUTH_TOKEN.as_bytes(),
-    )));
+    let secrets = Box::pin(app.secrets()).await;
 
     let mut redis = std::process::Command::new("redis-cli");
     let keys = redis

@@ -336,6 +336,30 @@ impl TestApp {
         .unwrap();
     }
 
+    /// Every secret the demo database holds or its users send: passwords, API keys, the OAuth
+    /// token and its stored hash, password hashes and salts. None may leak anywhere.
+    pub async fn secrets(&self) -> Vec<String> {
+        use sha2::Digest as _;
+        let mut secrets = vec![
+            DEMO_OAUTH_TOKEN.to_owned(),
+            hex::encode(sha2::Sha256::digest(DEMO_OAUTH_TOKEN.as_bytes())),
+        ];
+        for user in DEMO_USERS {
+            secrets.push(user.password.to_owned());
+            secrets.extend(user.api_key.map(str::to_owned));
+        }
+        let stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT hashed_password, salt FROM users")
+                .fetch_all(&self.db)
+                .await
+                .unwrap();
+        for (hash, salt) in stored {
+            secrets.push(hash);
+            secrets.extend(salt);
+        }
+        secrets
+    }
+
     pub fn set_now(&self, now: DateTime<Utc>) {
         self.clock.set(now);
     }
