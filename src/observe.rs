@@ -112,5 +112,5 @@ impl Observer {
 }
 
 fn is_failure(reason: Reason) -> bool {
-    matches!(reason, Reason::DirectoryUnavailable)
+    matches!(reason, Reason::DirectoryUnavailable | Reason::InternalError)
 }

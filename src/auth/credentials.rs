@@ -215,11 +215,15 @@ pub fn is_blank(value: &str) -> bool {
 }
 
 /// The rest of `value` after `scheme` and a space, matching the scheme case-insensitively.
+/// Compares bytes, not string slices: the header may hold any UTF-8, and slicing at the
+/// scheme's length could land inside a character (the fuzzer found `Basié`).
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let value = value.trim_start();
-    let prefix = value.get(..scheme.len() + 1)?;
-    (prefix[..scheme.len()].eq_ignore_ascii_case(scheme) && prefix.ends_with(' '))
-        .then(|| &value[scheme.len() + 1..])
+    let bytes = value.as_bytes();
+    let n = scheme.len();
+    // Byte n is an ASCII space, so n + 1 is a character boundary.
+    (bytes.len() > n && bytes[..n].eq_ignore_ascii_case(scheme.as_bytes()) && bytes[n] == b' ')
+        .then(|| &value[n + 1..])
 }
 
 // Secrets never print, whatever derives Debug around them.
@@ -364,6 +368,17 @@ mod tests {
             .unwrap()
             .password_login()
             .is_none());
+    }
+
+    #[test]
+    fn multi_byte_characters_at_the_scheme_boundary() {
+        for value in ["Basié", "Baxicۂx", "Bearéř token", "ⶁඅ", "é"] {
+            let request = Request::new("GET", "/x.json").with_header("authorization", value);
+            assert!(
+                matches!(select(request), Ok(Credential::Anonymous)),
+                "{value}"
+            );
+        }
     }
 
     #[test]

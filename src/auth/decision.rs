@@ -72,6 +72,8 @@ pub enum Reason {
     HeadersTooLarge,
     /// A credential longer than any Redmine issues.
     CredentialTooLong,
+    /// The gate failed (a bug): denied, never let through.
+    InternalError,
     DirectoryUnavailable,
 }
 
@@ -120,6 +122,7 @@ impl Reason {
             Self::BadRequest => "bad_request",
             Self::HeadersTooLarge => "headers_too_large",
             Self::CredentialTooLong => "credential_too_long",
+            Self::InternalError => "internal_error",
             Self::DirectoryUnavailable => "directory_unavailable",
             Self::Throttled => "throttled",
         }
@@ -152,6 +155,7 @@ impl Reason {
             Self::BadRequest => "Malformed request",
             Self::HeadersTooLarge => "Request headers too large",
             Self::CredentialTooLong => "Credential too long",
+            Self::InternalError => "Internal error",
             Self::DirectoryUnavailable => "Authentication is temporarily unavailable",
             Self::Throttled => "Too many failed authentication attempts; retry later",
         }
@@ -164,6 +168,7 @@ pub enum DenyStatus {
     BadRequest,
     Unauthorized,
     HeadersTooLarge,
+    InternalError,
     Forbidden,
     PreconditionFailed,
     TooManyRequests,
@@ -175,6 +180,7 @@ impl DenyStatus {
         match self {
             Self::BadRequest => 400,
             Self::HeadersTooLarge => 431,
+            Self::InternalError => 500,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::PreconditionFailed => 412,
@@ -255,6 +261,7 @@ impl Deny {
             // The caller sets the real wait; one window is the safe default.
             Reason::Throttled => (TooManyRequests, None, Some(60)),
             Reason::HeadersTooLarge => (DenyStatus::HeadersTooLarge, None, None),
+            Reason::InternalError => (DenyStatus::InternalError, None, None),
             Reason::BadRequest
             | Reason::Authenticated
             | Reason::NotGated

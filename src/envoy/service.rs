@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use opentelemetry::propagation::Extractor;
+use std::panic::AssertUnwindSafe;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -62,9 +64,20 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
                 let parent =
                     telemetry::parent_context(&Metadata(grpc.metadata()), &Forwarded(&request));
                 let _ = span.set_parent(parent);
-                let (decision, tier) = track_tier(self.gate.check_within(&request, budget))
-                    .instrument(span.clone())
-                    .await;
+                // A bug that panics must still end in a deny: an RPC error is an allow to a
+                // fail-open Envoy.
+                let checked =
+                    AssertUnwindSafe(track_tier(self.gate.check_within(&request, budget)))
+                        .catch_unwind()
+                        .instrument(span.clone())
+                        .await;
+                let (decision, tier) = checked.unwrap_or_else(|_| {
+                    tracing::error!("the decision panicked; answering 500");
+                    (
+                        Decision::Deny(Deny::new(Reason::InternalError, Format::Json)),
+                        Tier::None,
+                    )
+                });
                 (request, decision, tier)
             }
             Err(error) => {

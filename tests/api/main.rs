@@ -13,6 +13,7 @@ mod gating; // SPEC 2 and 3
 mod keys; // SPEC 4 and 5, API keys
 mod malformed; // SPEC 8: no panic, no hang, no allow
 mod oauth; // SPEC 5, bearer tokens
+mod properties; // SPEC 8: never allowed as somebody, parsers never panic (no database)
 mod server; // health, reflection, shutdown, database outage
 mod switch_user; // SPEC 6
 mod telemetry; // traces, metrics, audit log
