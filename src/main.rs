@@ -30,8 +30,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    // Logs go to stderr, audit lines (JSON) to stdout.
-    let telemetry = match telemetry::init(&telemetry_config, std::io::stderr, std::io::stdout) {
+    // Logs go to stderr; audit lines (JSON) to stdout from a writer thread, so a Check never
+    // waits on the pipe. Lossless: under back-pressure checks wait rather than drop lines.
+    let (audit, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let telemetry = match telemetry::init(&telemetry_config, std::io::stderr, audit) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{error}");
