@@ -1,0 +1,840 @@
+//! The load benchmark: every scenario of BENCHMARKS.md against the real `redmine-authz`
+//! binary, each next to the constant-allow floor measured in the same run.
+//!
+//! The servers run pinned to one core (`--server-core`, default 0); run this binary pinned to
+//! the other (`taskset -c 1`), as scripts/bench.sh does. `cargo bench` alone only prints usage.
+//!
+//! ```text
+//! load prepare                                   create/seed the bench databases (kept)
+//! load run --server BIN --floor BIN --out DIR    all scenarios; DIR gets results.json,
+//!                                                summary.md and latency.svg
+//! ```
+
+#[path = "../common/mod.rs"]
+mod common;
+mod loadgen;
+mod procs;
+mod redmine;
+mod report;
+mod requests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use loadgen::{Expect, LoadSpec, RequestSource};
+use procs::Server;
+use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckRequest;
+use report::{Check, Report, Scenario};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and seed the bench databases (1k, 10k and 1M users), unless already there.
+    Prepare,
+    /// Run every scenario and write the results.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// The release `redmine-authz` binary.
+    #[arg(long)]
+    server: PathBuf,
+    /// The floor server binary (the `floor` bench).
+    #[arg(long)]
+    floor: PathBuf,
+    /// Where results.json, summary.md and latency.svg go.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// Where criterion wrote its estimates (decision core, cache tiers), to include them.
+    #[arg(long, default_value = "target/criterion")]
+    criterion: PathBuf,
+    /// The core the servers are pinned to (run this generator on another).
+    #[arg(long, default_value = "0")]
+    server_core: String,
+    /// Redmine to compare with (skipped when it does not answer).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    redmine: String,
+    /// Shorter runs, for checking the benchmark itself.
+    #[arg(long)]
+    quick: bool,
+}
+
+const MEMORY_PRINCIPALS: u64 = 100_000;
+const POOL: u32 = 16;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            eprintln!("load: run with `prepare` or `run` (see scripts/bench.sh)");
+            Ok(())
+        }
+        Some(Cmd::Prepare) => {
+            for users in [1_000, 10_000, 1_000_000] {
+                let started = Instant::now();
+                common::prepare_database(users).await?;
+                eprintln!(
+                    "{} ready ({:.1?})",
+                    common::database_name(users),
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
+        Some(Cmd::Run(args)) => run(args).await,
+    }
+}
+
+/// Run lengths: (requests, seconds) for saturating runs, scaled down by `--quick`.
+struct Lengths {
+    quick: bool,
+}
+
+impl Lengths {
+    fn saturating(&self, requests: u64, seconds: u64) -> LoadSpec {
+        if self.quick {
+            LoadSpec::saturating(requests / 10, seconds.div_ceil(4))
+        } else {
+            LoadSpec::saturating(requests, seconds)
+        }
+    }
+
+    fn paced(&self, rate: f64, seconds: u64, connections: usize, concurrency: usize) -> LoadSpec {
+        let seconds = if self.quick {
+            seconds.div_ceil(3)
+        } else {
+            seconds
+        };
+        LoadSpec {
+            connections,
+            concurrency,
+            requests: (rate * seconds as f64) as u64,
+            max_duration: Duration::from_secs(seconds + 2),
+            rate: Some(rate),
+        }
+    }
+}
+
+struct Bench {
+    args: RunArgs,
+    logs: PathBuf,
+    lengths: Lengths,
+    redis_prefix: String,
+}
+
+impl Bench {
+    async fn gate(&self, users: u64, flags: &[&str], name: &str) -> Server {
+        let url = common::database_url(&common::database_name(users));
+        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+        Server::gate(
+            &self.args.server,
+            &self.args.server_core,
+            &url,
+            &flags,
+            &self.logs,
+            name,
+        )
+        .await
+    }
+
+    fn redis_flags(&self, scenario: &str) -> Vec<String> {
+        vec![
+            "--redis-url".into(),
+            common::redis_url(),
+            "--redis-key-prefix".into(),
+            format!("{}{scenario}:", self.redis_prefix),
+        ]
+    }
+
+    /// Warms up, then measures `spec` against `server`, with the server's CPU share.
+    async fn measure(
+        &self,
+        server: &Server,
+        (name, what): (&str, &str),
+        warmup: u64,
+        spec: &LoadSpec,
+        source: RequestSource,
+        expect: Expect,
+    ) -> Scenario {
+        let clients = loadgen::connect(server.port, spec.connections)
+            .await
+            .expect("connect");
+        if warmup > 0 {
+            let warm = LoadSpec {
+                requests: warmup,
+                rate: None,
+                max_duration: Duration::from_secs(60),
+                ..spec.clone()
+            };
+            let result = loadgen::run(&clients, &warm, source.clone(), expect).await;
+            assert_eq!(
+                result.unexpected, 0,
+                "{name}: warm-up got unexpected answers"
+            );
+        }
+        let cpu = server.cpu_time();
+        let result = loadgen::run(&clients, spec, source, expect).await;
+        let busy = (server.cpu_time() - cpu).as_secs_f64() / result.elapsed.as_secs_f64();
+        let mut scenario = Scenario::new(
+            name,
+            what,
+            &result.histogram,
+            result.elapsed.as_secs_f64(),
+            result.unexpected,
+        );
+        scenario.server_cpu = Some(busy);
+        eprintln!(
+            "  {name:<22} {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  cpu {:>3.0}%  unexpected {}",
+            scenario.per_second,
+            scenario.p50(),
+            scenario.p99(),
+            scenario.micros[3],
+            busy * 100.0,
+            scenario.unexpected
+        );
+        scenario
+    }
+}
+
+fn cycle(requests: Vec<CheckRequest>) -> RequestSource {
+    let requests = Arc::new(requests);
+    Arc::new(move |i| requests[(i % requests.len() as u64) as usize].clone())
+}
+
+fn key_requests(range: impl Iterator<Item = u64>) -> Vec<CheckRequest> {
+    range
+        .map(|i| requests::api_key(&common::bench_key(i)))
+        .collect()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {} logical CPUs, {memory} RAM, Linux {}; servers on core(s) {{server}}, load generator on the other",
+        cores.max(2),
+        kernel.trim()
+    )
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let logs = args.out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    for users in [1_000, 10_000, 1_000_000] {
+        common::prepare_database(users).await?;
+    }
+    let bench = Bench {
+        lengths: Lengths { quick: args.quick },
+        logs,
+        redis_prefix: format!("authz-bench-{}-", std::process::id()),
+        args: args.clone(),
+    };
+    let mut scenarios = Vec::new();
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    let hot_keys = key_requests(1..=1_000);
+
+    // The floor, with the same request as the cache-hit scenario.
+    eprintln!("floor");
+    let floor = {
+        let server = Server::floor(&args.floor, &args.server_core, &bench.logs).await;
+        let spec = bench.lengths.saturating(400_000, 8);
+        let floor = bench
+            .measure(
+                &server,
+                ("floor", "constant allow (tonic alone)"),
+                20_000,
+                &spec,
+                cycle(hot_keys.clone()),
+                Expect::Allow,
+            )
+            .await;
+        if let Some(check) = h2load_check(&server, &floor, &bench).await {
+            notes.push(check);
+        }
+        floor
+    };
+
+    eprintln!("gate scenarios");
+    // API key, in-process cache hit.
+    let l1 = {
+        let flags = bench.redis_flags("l1");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let server = bench.gate(10_000, &flags, "api_key_l1").await;
+        bench
+            .measure(
+                &server,
+                (
+                    "api_key_l1_hit",
+                    "API key, in-process cache hit (1,000 keys)",
+                ),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(hot_keys.clone()),
+                Expect::Allow,
+            )
+            .await
+            .against_floor(&floor)
+    };
+    checks.push(Check::new(
+        "API key, in-process hit: req/s",
+        format!(
+            "{:.0}/s = {:.0}% of floor",
+            l1.per_second,
+            100.0 * l1.floor_rps_ratio.unwrap_or(0.0)
+        ),
+        ">= 85% of floor",
+        l1.floor_rps_ratio.unwrap_or(0.0) >= 0.85,
+    ));
+    checks.push(Check::new(
+        "API key, in-process hit: p99",
+        format!(
+            "{:.0} µs = {:.2}x floor p99",
+            l1.p99(),
+            l1.floor_p99_ratio.unwrap_or(0.0)
+        ),
+        "<= 1.3x floor p99",
+        l1.floor_p99_ratio.unwrap_or(f64::MAX) <= 1.3,
+    ));
+    scenarios.push(l1);
+
+    // API key, Redis hit (in-process tier off).
+    let redis = {
+        let mut flags = bench.redis_flags("redis");
+        flags.extend(["--l1-capacity".into(), "0".into()]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let server = bench.gate(10_000, &flags, "api_key_redis").await;
+        bench
+            .measure(
+                &server,
+                ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
+                5_000,
+                &bench.lengths.saturating(300_000, 8),
+                cycle(hot_keys.clone()),
+                Expect::Allow,
+            )
+            .await
+            .against_floor(&floor)
+    };
+    checks.push(Check::new(
+        "API key, Redis hit: req/s",
+        format!(
+            "{:.0}/s = {:.0}% of floor",
+            redis.per_second,
+            100.0 * redis.floor_rps_ratio.unwrap_or(0.0)
+        ),
+        ">= 50% of floor",
+        redis.floor_rps_ratio.unwrap_or(0.0) >= 0.5,
+    ));
+    scenarios.push(redis);
+
+    // API key, database miss (caches off), 10k distinct keys.
+    let all_keys = key_requests(1..=10_000);
+    let (db, db_paced) = {
+        let server = bench
+            .gate(10_000, &["--cache-ttl", "0"], "api_key_db")
+            .await;
+        let saturated = bench
+            .measure(
+                &server,
+                (
+                    "api_key_db_miss",
+                    "API key, database miss (--cache-ttl 0), 10k keys",
+                ),
+                2_000,
+                &bench.lengths.saturating(80_000, 8),
+                cycle(all_keys.clone()),
+                Expect::Allow,
+            )
+            .await
+            .against_floor(&floor);
+        let paced = bench
+            .measure(
+                &server,
+                ("api_key_db_miss_5k", "same, paced at 5,000/s"),
+                0,
+                &bench.lengths.paced(5_000.0, 6, 4, 32),
+                cycle(all_keys.clone()),
+                Expect::Allow,
+            )
+            .await
+            .against_floor(&floor);
+        (saturated, paced)
+    };
+    checks.push(Check::new(
+        "API key, database miss: decisions/s",
+        format!("{:.0}/s", db.per_second),
+        ">= 5,000/s",
+        db.per_second >= 5_000.0,
+    ));
+    checks.push(Check::new(
+        "API key, database miss at 5,000/s: p99",
+        format!(
+            "{:.2} ms (achieved {:.0}/s)",
+            db_paced.p99() / 1_000.0,
+            db_paced.per_second
+        ),
+        "<= 5 ms",
+        db_paced.p99() <= 5_000.0 && db_paced.per_second >= 4_900.0,
+    ));
+    scenarios.push(db);
+    scenarios.push(db_paced);
+
+    // Basic login:password, cache hit.
+    let basic = {
+        let server = bench.gate(10_000, &[], "basic_l1").await;
+        let users = ["admin", "alice", "bob"];
+        let requests = users
+            .iter()
+            .map(|login| {
+                let demo = redmine_authz::store::DEMO_USERS
+                    .iter()
+                    .find(|u| u.login == *login)
+                    .expect("demo user");
+                requests::basic(demo.login, demo.password)
+            })
+            .collect();
+        bench
+            .measure(
+                &server,
+                ("basic_l1_hit", "Basic login:password, cache hit"),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(requests),
+                Expect::Allow,
+            )
+            .await
+            .against_floor(&floor)
+    };
+    checks.push(Check::new(
+        "Basic login:password, cache hit: req/s",
+        format!(
+            "{:.0}/s = {:.0}% of floor",
+            basic.per_second,
+            100.0 * basic.floor_rps_ratio.unwrap_or(0.0)
+        ),
+        ">= 80% of floor",
+        basic.floor_rps_ratio.unwrap_or(0.0) >= 0.8,
+    ));
+    scenarios.push(basic);
+
+    // The Redmine comparison's request against the gate: `?key=wrong`, a cached "not found".
+    let wrong = {
+        let server = bench.gate(10_000, &[], "wrong_key").await;
+        bench
+            .measure(
+                &server,
+                (
+                    "wrong_key",
+                    "GET /users/current.json?key=wrong (negative cache)",
+                ),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(vec![requests::wrong_key_query()]),
+                Expect::Deny(401),
+            )
+            .await
+            .against_floor(&floor)
+    };
+
+    // A flood of random invalid keys; production settings (L1 + Redis, pool of POOL).
+    let (flood, alone, during) = flood(&bench, &floor, &hot_keys).await;
+    checks.push(Check::new(
+        "Flood of random invalid keys: denies/s",
+        format!(
+            "{:.0}/s = {:.0}% of floor",
+            flood.0.per_second,
+            100.0 * flood.0.floor_rps_ratio.unwrap_or(0.0)
+        ),
+        ">= 50% of floor",
+        flood.0.floor_rps_ratio.unwrap_or(0.0) >= 0.5,
+    ));
+    checks.push(Check::new(
+        "Flood: database queries at once",
+        format!("at most {} seen (pool {POOL})", flood.1),
+        &format!("<= --db-max-connections ({POOL})"),
+        flood.1 <= i64::from(POOL),
+    ));
+    checks.push(Check::new(
+        "Valid cached users' p99 during the flood",
+        format!(
+            "{:.0} µs vs {:.0} µs without = {:.2}x",
+            during.p99(),
+            alone.p99(),
+            during.p99() / alone.p99()
+        ),
+        "<= 2x without the flood",
+        during.p99() <= 2.0 * alone.p99(),
+    ));
+    scenarios.push(flood.0);
+    scenarios.push(alone);
+    scenarios.push(during);
+
+    // Memory: idle, then with MEMORY_PRINCIPALS cached principals (in-process tier only).
+    eprintln!("memory");
+    {
+        let server = bench.gate(1_000_000, &[], "memory").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = server.rss_bytes();
+        let principals = if args.quick {
+            MEMORY_PRINCIPALS / 10
+        } else {
+            MEMORY_PRINCIPALS
+        };
+        let clients = loadgen::connect(server.port, 4).await?;
+        let spec = LoadSpec::saturating(principals, 120);
+        let source: RequestSource = Arc::new(|i| requests::api_key(&common::bench_key(i + 1)));
+        let filled = loadgen::run(&clients, &spec, source, Expect::Allow).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let full = server.rss_bytes();
+        let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+        eprintln!(
+            "  idle {:.1} MiB, {} principals {:.1} MiB",
+            mib(idle),
+            filled.allows,
+            mib(full)
+        );
+        checks.push(Check::new(
+            "Memory, idle (RSS)",
+            format!("{:.1} MiB", mib(idle)),
+            "<= 20 MB",
+            idle <= 20_000_000,
+        ));
+        checks.push(Check::new(
+            &format!("Memory with {} cached principals (RSS)", filled.allows),
+            format!("{:.1} MiB", mib(full)),
+            "<= 64 MB with 100k",
+            full <= 64_000_000 && filled.allows == principals,
+        ));
+    }
+
+    // Scale: database-miss p50 with 1M users and keys against 1k.
+    eprintln!("scale");
+    let mut scale = Vec::new();
+    for (users, name) in [
+        (1_000u64, "db_miss_1k_users"),
+        (1_000_000, "db_miss_1m_users"),
+    ] {
+        let server = bench.gate(users, &["--cache-ttl", "0"], name).await;
+        // Keys spread over the whole table, in a shuffled order.
+        let step = users / 1_000;
+        let keys: Vec<_> = (0..1_000u64)
+            .map(|i| requests::api_key(&common::bench_key(1 + (i * 7919 % 1_000) * step)))
+            .collect();
+        let spec = bench.lengths.paced(2_000.0, 5, 2, 16);
+        let what = format!("database miss, {users} users, paced at 2,000/s");
+        scale.push(
+            bench
+                .measure(
+                    &server,
+                    (name, &what),
+                    1_000,
+                    &spec,
+                    cycle(keys),
+                    Expect::Allow,
+                )
+                .await
+                .against_floor(&floor),
+        );
+    }
+    let scale_ratio = scale[1].p50() / scale[0].p50();
+    checks.push(Check::new(
+        "Scale: database-miss p50, 1M users vs 1k",
+        format!(
+            "{:.0} µs vs {:.0} µs = {scale_ratio:.2}x",
+            scale[1].p50(),
+            scale[0].p50()
+        ),
+        "<= 1.2x",
+        scale_ratio <= 1.2,
+    ));
+    scenarios.extend(scale);
+
+    // Redmine itself rejecting the same wrong key.
+    eprintln!("redmine");
+    if redmine::reachable(&args.redmine).await {
+        let result = redmine::run(&args.redmine, "/users/current.json?key=wrong", 300, 4).await;
+        let redmine = Scenario::new(
+            "redmine_wrong_key",
+            "Redmine 5.0.4 itself, ?key=wrong (HTTP/1.1, 4 in flight)",
+            &result.histogram,
+            result.elapsed.as_secs_f64(),
+            result.unexpected,
+        )
+        .against_floor(&floor);
+        eprintln!(
+            "  redmine {:.0}/s p50 {:.1} ms p99 {:.1} ms",
+            redmine.per_second,
+            redmine.p50() / 1000.0,
+            redmine.p99() / 1000.0
+        );
+        checks.push(Check::new(
+            "Gate vs Redmine, wrong API key",
+            format!(
+                "gate {:.0}/s vs Redmine {:.0}/s = {:.0}x throughput; p50 {:.0} µs vs {:.1} ms",
+                wrong.per_second,
+                redmine.per_second,
+                wrong.per_second / redmine.per_second,
+                wrong.p50(),
+                redmine.p50() / 1_000.0
+            ),
+            "(reported)",
+            true,
+        ));
+        scenarios.push(wrong);
+        scenarios.push(redmine);
+    } else {
+        notes.push(format!("Redmine did not answer on {}; comparison skipped (bash ../shared/tools/redmine-oracle.sh start).", args.redmine));
+        scenarios.push(wrong);
+    }
+
+    checks.extend(criterion_checks(&args.criterion));
+    let report = Report {
+        machine: machine().replace("{server}", &args.server_core),
+        scenarios: std::iter::once(floor).chain(scenarios).collect(),
+        checks,
+        notes,
+    };
+    report.write(&args.out)?;
+    println!("{}", report.markdown());
+    delete_redis_prefix(&bench.redis_prefix).await;
+    Ok(())
+}
+
+type FloodOutcome = ((Scenario, i64), Scenario, Scenario);
+
+/// The flood alone (with the most database queries seen at once), then valid cached users
+/// paced at 2,000/s without and during the flood.
+async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> FloodOutcome {
+    let flags = bench.redis_flags("flood");
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let pool = POOL.to_string();
+    flags.extend(["--db-max-connections", &pool]);
+    let server = bench.gate(10_000, &flags, "flood").await;
+    let random: RequestSource = Arc::new(|_| requests::flood_key());
+
+    let most = Arc::new(AtomicI64::new(0));
+    let sampler = tokio::spawn(sample_active_queries(
+        common::database_url(&common::database_name(10_000)),
+        most.clone(),
+    ));
+    let flood = bench
+        .measure(
+            &server,
+            (
+                "flood_invalid_keys",
+                "random invalid keys (L1 + Redis, pool 16)",
+            ),
+            2_000,
+            &bench.lengths.saturating(150_000, 8),
+            random.clone(),
+            Expect::AnyDeny,
+        )
+        .await
+        .against_floor(floor);
+    sampler.abort();
+    let most = most.load(Ordering::Relaxed);
+    eprintln!("  most database queries at once: {most}");
+
+    let valid = cycle(hot_keys.to_vec());
+    let paced = bench.lengths.paced(2_000.0, 6, 1, 8);
+    let alone = bench
+        .measure(
+            &server,
+            (
+                "valid_paced_alone",
+                "cached valid keys at 2,000/s, no flood",
+            ),
+            2_000,
+            &paced,
+            valid.clone(),
+            Expect::Allow,
+        )
+        .await;
+    let flood_clients = loadgen::connect(server.port, 4).await.expect("connect");
+    let flood_spec = LoadSpec {
+        max_duration: paced.max_duration,
+        ..bench.lengths.saturating(10_000_000, 8)
+    };
+    let flooding = tokio::spawn(async move {
+        loadgen::run(&flood_clients, &flood_spec, random, Expect::AnyDeny).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = bench
+        .measure(
+            &server,
+            (
+                "valid_paced_in_flood",
+                "cached valid keys at 2,000/s during the flood",
+            ),
+            0,
+            &paced,
+            valid,
+            Expect::Allow,
+        )
+        .await;
+    let flood_during = flooding.await.expect("flood");
+    eprintln!(
+        "  flood alongside: {:.0} denies/s",
+        flood_during.per_second()
+    );
+    ((flood, most), alone, during)
+}
+
+/// Polls pg_stat_activity for the gate's active queries (LISTEN excluded), keeping the most.
+async fn sample_active_queries(url: String, most: Arc<AtomicI64>) {
+    use sqlx::Connection as _;
+    let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+        return;
+    };
+    loop {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'redmine-authz' AND state = 'active' AND query NOT LIKE 'LISTEN%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0);
+        most.fetch_max(active, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Checks h2load (nghttp2) against our generator on the floor, with the same connections and
+/// streams in flight: if both reach about the same rate, the server is what limits.
+async fn h2load_check(server: &Server, floor: &Scenario, bench: &Bench) -> Option<String> {
+    let h2load = procs::which("h2load")?;
+    let body = bench.logs.join("check.grpc");
+    std::fs::write(
+        &body,
+        requests::grpc_frame(&requests::api_key(&common::bench_key(1))),
+    )
+    .ok()?;
+    let requests = if bench.lengths.quick {
+        "40000"
+    } else {
+        "300000"
+    };
+    let url = format!(
+        "http://127.0.0.1:{}/envoy.service.auth.v3.Authorization/Check",
+        server.port
+    );
+    let output = std::process::Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(h2load)
+        .args(["-n", requests, "-c", "4", "-m", "8", "-t", "1", "-d"])
+        .arg(&body)
+        .args([
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            &url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rate = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())?;
+    let status = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap_or("")
+        .to_owned();
+    let note = format!(
+        "Load generator check: h2load (4 connections x 8 streams, pre-framed Check body) reached {rate:.0} req/s on the floor; this generator {:.0} req/s (ratio {:.2}); h2load {status}",
+        floor.per_second,
+        floor.per_second / rate
+    );
+    eprintln!("  {note}");
+    let _ = std::fs::write(bench.logs.join("h2load.txt"), text.as_bytes());
+    Some(note)
+}
+
+/// The criterion estimates written earlier in the same run (mean, nanoseconds).
+fn criterion_checks(dir: &Path) -> Vec<Check> {
+    let estimate = |group: &str, bench: &str| -> Option<f64> {
+        let text =
+            std::fs::read_to_string(dir.join(group).join(bench).join("new/estimates.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["mean"]["point_estimate"].as_f64()
+    };
+    let mut checks = Vec::new();
+    for bench in ["api_key_header", "api_key_query", "basic"] {
+        if let Some(ns) = estimate("decision_core", bench) {
+            checks.push(Check::new(
+                &format!("Decision core alone ({bench}), criterion mean"),
+                format!("{:.2} µs", ns / 1_000.0),
+                "<= 2 µs",
+                ns <= 2_000.0,
+            ));
+        }
+    }
+    for (bench, what) in [
+        ("l1_hit", "L1 hit"),
+        ("redis_hit", "Redis hit"),
+        ("database_miss", "database miss"),
+    ] {
+        if let Some(ns) = estimate("cache_tier_lookup", bench) {
+            checks.push(Check::new(
+                &format!("One lookup, {what} (CachedDirectory::user_by_api_key), criterion mean"),
+                format!("{:.1} µs", ns / 1_000.0),
+                "(reported)",
+                true,
+            ));
+        }
+    }
+    checks
+}
+
+async fn delete_redis_prefix(prefix: &str) {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let Ok(client) = deadpool_redis::redis::Client::open(common::redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = conn.del(chunk).await;
+    }
+}

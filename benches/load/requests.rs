@@ -1,0 +1,117 @@
+//! Check requests as Envoy sends them for a Redmine API call.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use redmine_authz::envoy::proto::envoy::config::core::v3::{address, Address, SocketAddress};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+
+/// The client address of ordinary users; the flood comes from [`FLOOD_SOURCE`].
+pub const USER_SOURCE: &str = "203.0.113.9";
+pub const FLOOD_SOURCE: &str = "198.51.100.66";
+
+/// `GET path` with Envoy's usual attributes and the given extra headers.
+pub fn check(path: &str, extra: &[(&str, String)]) -> CheckRequest {
+    check_from(USER_SOURCE, path, extra)
+}
+
+pub fn check_from(source: &str, path: &str, extra: &[(&str, String)]) -> CheckRequest {
+    let mut headers: HashMap<String, String> = [
+        (":authority", "redmine.example"),
+        (":method", "GET"),
+        (":path", path),
+        (":scheme", "https"),
+        ("accept", "application/json"),
+        ("user-agent", "redmine-authz-bench/1.0"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "6a1c6f0e-5f7e-4e39-9d1b-1c0d1f1c2b3a"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (name, value) in extra {
+        headers.insert((*name).to_owned(), value.clone());
+    }
+    let peer = Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: source.into(),
+                port_specifier: Some(
+                    redmine_authz::envoy::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(51000),
+                ),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer),
+            request: Some(AttrRequest {
+                time: None,
+                http: Some(HttpRequest {
+                    id: "1234567890".into(),
+                    method: "GET".into(),
+                    path: path.into(),
+                    host: "redmine.example".into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// An API call with the key in `X-Redmine-API-Key`.
+pub fn api_key(key: &str) -> CheckRequest {
+    check(
+        "/issues.json?project_id=1&limit=25",
+        &[("x-redmine-api-key", key.to_owned())],
+    )
+}
+
+pub fn basic(login: &str, password: &str) -> CheckRequest {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    check(
+        "/projects.json",
+        &[("authorization", format!("Basic {encoded}"))],
+    )
+}
+
+/// The request the Redmine comparison sends: a wrong key in the query string.
+pub fn wrong_key_query() -> CheckRequest {
+    check("/users/current.json?key=wrong", &[])
+}
+
+/// A random 40-hex key no user has, from the flood's address.
+pub fn flood_key() -> CheckRequest {
+    check_from(
+        FLOOD_SOURCE,
+        "/issues.json?project_id=1&limit=25",
+        &[("x-redmine-api-key", random_key())],
+    )
+}
+
+/// A random 40-hex key no user has.
+pub fn random_key() -> String {
+    use rand::Rng as _;
+    let bytes: [u8; 20] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// The body h2load sends: one gRPC message frame (not compressed, 4-byte length, message).
+pub fn grpc_frame(request: &CheckRequest) -> Vec<u8> {
+    use prost::Message as _;
+    let message = request.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every benchmark of BENCHMARKS.md and writes benches/results/ (results.json, summary.md,
+# latency.svg). Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379; compares with
+# Redmine on 127.0.0.1:3000 when it answers (bash ../shared/tools/redmine-oracle.sh start).
+#
+#   scripts/bench.sh            full run (about 8 minutes; the first one also seeds 1M users)
+#   scripts/bench.sh --quick    shorter runs, to check the benchmark itself
+#
+# Servers are pinned to core 0 and the load generator to core 1 (taskset): run it on a
+# quiet machine. Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL override the servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=()
+[[ "${1:-}" == "--quick" ]] && quick=(--quick)
+
+command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is needed" >&2; exit 1; }
+if (( $(nproc) < 2 )); then
+    echo "bench: needs two cores (server on one, load generator on the other)" >&2
+    exit 1
+fi
+command -v h2load >/dev/null || echo "bench: h2load (Debian nghttp2-client) not found; the load generator check is skipped" >&2
+
+echo "== building (release)"
+cargo build --release --bin redmine-authz
+cargo bench --no-run --bench floor --bench load --bench decision --bench cache_tiers
+# The bench executables, by target name, from cargo's own report.
+executable() {
+    cargo bench --no-run --bench "$1" --message-format=json 2>/dev/null |
+        jq -r --arg name "$1" 'select(.reason == "compiler-artifact" and .target.name == $name and .executable != null) | .executable' |
+        tail -n1
+}
+floor=$(executable floor)
+load=$(executable load)
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+server="$target_dir/release/redmine-authz"
+
+echo "== preparing the bench databases (kept between runs)"
+"$load" prepare
+
+echo "== criterion: decision core and one lookup per cache tier (load generator core)"
+criterion_args=()
+[[ ${#quick[@]} -gt 0 ]] && criterion_args=(--warm-up-time 1 --measurement-time 2)
+taskset -c 1 cargo bench --bench decision -- "${criterion_args[@]}"
+taskset -c 1 cargo bench --bench cache_tiers -- "${criterion_args[@]}"
+
+echo "== load scenarios (servers on core 0, load generator on core 1)"
+taskset -c 1 "$load" run \
+    --server "$server" \
+    --floor "$floor" \
+    --criterion "$target_dir/criterion" \
+    --out benches/results \
+    "${quick[@]}"
+
+echo "== done: benches/results/summary.md, benches/results/latency.svg"
