@@ -300,6 +300,39 @@ where
     A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     opentelemetry::global::set_text_map_propagator(composite_propagator(&config.propagators));
+    let mut layers = text_layers(config, log_writer, audit_writer);
+    let provider = match &config.otlp {
+        Some(otlp) => {
+            let provider = tracer_provider(otlp)?;
+            let tracer = provider.tracer("redmine-authz");
+            // Only this crate's spans (the check and its SQL/Redis children) are exported.
+            layers.push(Box::new(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(filter_fn(|meta| {
+                        meta.is_span() && meta.target().starts_with("redmine_authz")
+                    })),
+            ));
+            Some(provider)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    Ok(Telemetry { provider })
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Logs (events only, text) and audit lines (JSON). Neither wants spans, so with tracing off
+/// no span is ever created.
+fn text_layers<L, A>(config: &TelemetryConfig, log_writer: L, audit_writer: A) -> Vec<BoxedLayer>
+where
+    L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(log_writer)
         .with_ansi(std::io::stderr().is_terminal())
@@ -314,27 +347,7 @@ where
         .with_target(false)
         .with_writer(audit_writer)
         .with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
-    let (provider, spans) = match &config.otlp {
-        Some(otlp) => {
-            let provider = tracer_provider(otlp)?;
-            let tracer = provider.tracer("redmine-authz");
-            // Only this crate's spans (the check and its SQL/Redis children) are exported.
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(filter_fn(|meta| {
-                    meta.is_span() && meta.target().starts_with("redmine_authz")
-                }));
-            (Some(provider), Some(layer))
-        }
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(audit)
-        .with(spans)
-        .try_init()
-        .map_err(|e| TelemetryError(e.to_string()))?;
-    Ok(Telemetry { provider })
+    vec![Box::new(logs), Box::new(audit)]
 }
 
 fn tracer_provider(otlp: &OtlpConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -647,6 +660,20 @@ mod tests {
             ("x-b3-spanid", "e457b5a2e4d86bd1")
         ])
         .is_none());
+    }
+
+    #[test]
+    fn with_tracing_off_no_span_is_created() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let config = config(&[("RUST_LOG", "trace")]).unwrap();
+        let subscriber =
+            tracing_subscriber::registry().with(text_layers(&config, std::io::sink, std::io::sink));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(crate::observe::check_span().is_disabled());
+            assert!(tracing::info_span!("sql", db.system = "postgresql").is_disabled());
+            // Events still reach the logs.
+            assert!(tracing::event_enabled!(tracing::Level::INFO));
+        });
     }
 
     #[test]
