@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh            full run (about 8 minutes; the first one also seeds 1M users)
 #   scripts/bench.sh --quick    shorter runs, to check the benchmark itself
+#   scripts/bench.sh --soak     only the soak: 10 minutes at half the maximum (benches/results/soak.md)
 #
 # Servers are pinned to core 0 and the load generator to core 1 (taskset): run it on a
 # quiet machine. Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL override the servers.
@@ -13,6 +14,8 @@ cd "$(dirname "$0")/.."
 
 quick=()
 [[ "${1:-}" == "--quick" ]] && quick=(--quick)
+soak=0
+[[ "${1:-}" == "--soak" ]] && soak=1
 
 command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is needed" >&2; exit 1; }
 if (( $(nproc) < 2 )); then
@@ -37,6 +40,12 @@ server="$target_dir/release/redmine-authz"
 
 echo "== preparing the bench databases (kept between runs)"
 "$load" prepare
+
+if [[ "$soak" == 1 ]]; then
+    echo "== soak: half the maximum for ${SOAK_SECONDS:-600} s (server on core 0)"
+    taskset -c 1 "$load" soak --server "$server" --seconds "${SOAK_SECONDS:-600}" --out benches/results
+    exit 0
+fi
 
 echo "== criterion: decision core and one lookup per cache tier (load generator core)"
 criterion_args=()

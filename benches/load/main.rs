@@ -17,6 +17,7 @@ mod procs;
 mod redmine;
 mod report;
 mod requests;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -44,6 +45,8 @@ enum Cmd {
     Prepare,
     /// Run every scenario and write the results.
     Run(RunArgs),
+    /// Hold half the maximum load for a long run, watching memory and descriptors.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -95,6 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(Cmd::Run(args)) => run(args).await,
+        Some(Cmd::Soak(args)) => soak::soak(args).await,
     }
 }
 
