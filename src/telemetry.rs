@@ -270,10 +270,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn tracing_enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports buffered spans now.
     pub fn flush(&self) {
         if let Some(provider) = &self.provider {

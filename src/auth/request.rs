@@ -80,14 +80,6 @@ impl Headers {
             .map(|(n, _)| n.as_str())
             .chain(self.not_utf8.iter().map(String::as_str))
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len() + self.not_utf8.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One HTTP request bound for Redmine, as Envoy described it.

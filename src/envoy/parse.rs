@@ -48,27 +48,31 @@ pub fn parse(check: &CheckRequest) -> Result<Request, ParseError> {
 }
 
 fn check_sizes(http: &attribute_context::HttpRequest) -> Result<(), ParseError> {
-    let sizes: Vec<usize> = match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
-        Some(map) => map
-            .headers
-            .iter()
-            .map(|h| h.key.len() + h.value.len().max(h.raw_value.len()))
-            .collect(),
-        None => http
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .collect(),
+    // One pass, no allocation: this runs on every Check.
+    let (count, largest, total) = match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+        Some(map) => sizes(
+            map.headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len().max(h.raw_value.len())),
+        ),
+        None => sizes(http.headers.iter().map(|(k, v)| k.len() + v.len())),
     };
-    let too_large = http.path.len() > MAX_PATH_BYTES
-        || sizes.len() > MAX_HEADERS
-        || sizes.iter().any(|&size| size > MAX_HEADER_BYTES)
-        || sizes.iter().sum::<usize>() > MAX_TOTAL_HEADER_BYTES;
-    if too_large {
+    if http.path.len() > MAX_PATH_BYTES
+        || count > MAX_HEADERS
+        || largest > MAX_HEADER_BYTES
+        || total > MAX_TOTAL_HEADER_BYTES
+    {
         Err(ParseError::TooLarge)
     } else {
         Ok(())
     }
+}
+
+/// (how many, the largest, all together)
+fn sizes(each: impl Iterator<Item = usize>) -> (usize, usize, usize) {
+    each.fold((0, 0, 0), |(count, largest, total), size| {
+        (count + 1, largest.max(size), total + size)
+    })
 }
 
 /// Envoy fills `headers` by default and `header_map` (raw bytes) with `encode_raw_headers`.
