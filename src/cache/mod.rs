@@ -10,6 +10,7 @@ mod redis;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,14 +77,17 @@ tokio::task_local! {
     static DEAREST_TIER: Cell<Tier>;
 }
 
-/// Runs `work` and reports the dearest tier any of its lookups reached (for the span).
-pub async fn track_tier<F: Future>(work: F) -> (F::Output, Tier) {
-    DEAREST_TIER
-        .scope(Cell::new(Tier::None), async {
-            let output = work.await;
-            (output, DEAREST_TIER.with(Cell::get))
-        })
-        .await
+/// `work` with a slot for the dearest tier its lookups reach (for the span and audit line).
+pub type TierTracked<F> = tokio::task::futures::TaskLocalFuture<Cell<Tier>, F>;
+
+pub fn track_tier<F: Future>(work: F) -> TierTracked<F> {
+    DEAREST_TIER.scope(Cell::new(Tier::None), work)
+}
+
+/// The dearest tier reached, read once `tracked` has finished (or panicked). A plain
+/// function rather than an async wrapper, which would hold `work` twice over.
+pub fn dearest_tier<F: Future>(tracked: Pin<&mut TierTracked<F>>) -> Tier {
+    tracked.take_value().map_or(Tier::None, Cell::into_inner)
 }
 
 fn reached(tier: Tier) {
@@ -219,12 +223,14 @@ impl<D: Directory> CachedDirectory<D> {
     /// L1, then Redis, then the directory, with concurrent misses for `key` coalesced.
     async fn lookup<F>(&self, key: CacheKey, fetch: F) -> Result<Answer, DirectoryError>
     where
-        F: std::future::Future<Output = Result<Answer, DirectoryError>> + Send,
+        F: Future<Output = Result<Answer, DirectoryError>> + Send,
     {
         if !self.enabled() {
             self.stats.directory_lookups.inc();
             reached(Tier::Db);
-            return self.counting_errors(fetch).await;
+            // Boxed, like every path that leaves the process: the future of a Check is
+            // moved several times, and an inline database future would make it kilobytes.
+            return Box::pin(self.counting_errors(fetch)).await;
         }
         let now = self.clock.now();
         if let Some(entry) = self.l1.get(&key).await {
@@ -235,6 +241,19 @@ impl<D: Directory> CachedDirectory<D> {
             }
             self.l1.invalidate(&key).await;
         }
+        Box::pin(self.fill(key, now, fetch)).await
+    }
+
+    /// The L1 miss: Redis, else the directory, with the answer written back to both.
+    async fn fill<F>(
+        &self,
+        key: CacheKey,
+        now: DateTime<Utc>,
+        fetch: F,
+    ) -> Result<Answer, DirectoryError>
+    where
+        F: Future<Output = Result<Answer, DirectoryError>> + Send,
+    {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let entry = self
             .l1

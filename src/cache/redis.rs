@@ -1,6 +1,7 @@
 //! The shared tier: Redis, optional and never fatal. Every call is bounded by a timeout;
 //! a failure is counted, logged at most every few seconds, and treated as a miss.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,26 +179,30 @@ impl RedisTier {
         }
     }
 
-    async fn bounded<T>(
-        &self,
+    /// Runs `call` within the timeout, in its own span. Not an `async fn`: that would keep the
+    /// unboxed call (kilobytes of Redis client state) inside every caller's future.
+    fn bounded<'a, T: 'a>(
+        &'a self,
         operation: &'static str,
-        call: impl std::future::Future<Output = Result<T, String>>,
-    ) -> Option<T> {
+        call: impl Future<Output = Result<T, String>> + Send + 'a,
+    ) -> impl Future<Output = Option<T>> + Send + 'a {
+        let call = Box::pin(call);
         let span = tracing::info_span!(
             "redis",
             otel.kind = "client",
             db.system = "redis",
             db.operation.name = operation
         );
-        // Boxed: Redis futures are large, and inlined into every caller they deepen the stack.
-        match tokio::time::timeout(self.timeout, Box::pin(call))
-            .instrument(span)
-            .await
-        {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(_)) | Err(_) => {
-                self.failed(operation);
-                None
+        async move {
+            match tokio::time::timeout(self.timeout, call)
+                .instrument(span)
+                .await
+            {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(_)) | Err(_) => {
+                    self.failed(operation);
+                    None
+                }
             }
         }
     }
