@@ -24,6 +24,37 @@ use tracing_subscriber::Layer as _;
 /// The `tracing` target of audit events; they go to their own JSON writer.
 pub const AUDIT_TARGET: &str = "audit";
 
+/// The field of an audit event that holds its line, rendered as JSON by `observe`.
+const AUDIT_LINE_FIELD: &str = "line";
+
+/// Writes each audit event's rendered line, with a newline, in one write (so lines from
+/// concurrent checks never interleave).
+struct AuditLayer<W>(W);
+
+impl<S, W> tracing_subscriber::Layer<S> for AuditLayer<W>
+where
+    S: tracing::Subscriber,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Line(Vec<u8>);
+        impl tracing::field::Visit for Line {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == AUDIT_LINE_FIELD {
+                    self.0.extend_from_slice(value.as_bytes());
+                    self.0.push(b'\n');
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut line = Line(Vec::new());
+        event.record(&mut line);
+        if !line.0.is_empty() {
+            let _ = std::io::Write::write_all(&mut self.0.make_writer(), &line.0);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
     Grpc,
@@ -335,14 +366,8 @@ where
         .with_filter(EnvFilter::new(&config.log_filter).and(filter_fn(|meta| {
             meta.is_event() && meta.target() != AUDIT_TARGET
         })));
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .with_writer(audit_writer)
-        .with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
+    let audit =
+        AuditLayer(audit_writer).with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
     vec![Box::new(logs), Box::new(audit)]
 }
 

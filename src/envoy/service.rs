@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use opentelemetry::propagation::Extractor;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -15,7 +16,7 @@ use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use super::{parse, respond, ParseError, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
-use crate::cache::{track_tier, Tier};
+use crate::cache::{dearest_tier, track_tier, Tier};
 use crate::directory::Directory;
 use crate::gate::Gate;
 use crate::observe::{check_span, Observer};
@@ -61,23 +62,26 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
         let span = check_span();
         let (request, decision, tier) = match parse(grpc.get_ref()) {
             Ok(request) => {
-                let parent =
-                    telemetry::parent_context(&Metadata(grpc.metadata()), &Forwarded(&request));
-                let _ = span.set_parent(parent);
+                // With tracing off the span is disabled and its parent would be thrown away.
+                if !span.is_disabled() {
+                    let parent =
+                        telemetry::parent_context(&Metadata(grpc.metadata()), &Forwarded(&request));
+                    let _ = span.set_parent(parent);
+                }
                 // A bug that panics must still end in a deny: an RPC error is an allow to a
                 // fail-open Envoy.
-                let checked =
-                    AssertUnwindSafe(track_tier(self.gate.check_within(&request, budget)))
+                let (decision, tier) = {
+                    let mut tracked = pin!(track_tier(self.gate.check_within(&request, budget)));
+                    let checked = AssertUnwindSafe(tracked.as_mut())
                         .catch_unwind()
                         .instrument(span.clone())
                         .await;
-                let (decision, tier) = checked.unwrap_or_else(|_| {
-                    tracing::error!("the decision panicked; answering 500");
-                    (
-                        Decision::Deny(Deny::new(Reason::InternalError, Format::Json)),
-                        Tier::None,
-                    )
-                });
+                    let decision = checked.unwrap_or_else(|_| {
+                        tracing::error!("the decision panicked; answering 500");
+                        Decision::Deny(Deny::new(Reason::InternalError, Format::Json))
+                    });
+                    (decision, dearest_tier(tracked))
+                };
                 (request, decision, tier)
             }
             Err(error) => {
