@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::{Credential, Request};
-use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier};
+use crate::cache::{KeyHasher, KeyKind, RedisTier};
 use crate::clock::Clock;
 
 #[derive(Debug, Clone)]
@@ -43,10 +43,19 @@ impl Default for ThrottleOptions {
 }
 
 /// Who a request's failures count against.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Subject {
-    client: Option<CacheKey>,
-    login: Option<CacheKey>,
+    client: Option<IpAddr>,
+    /// The Basic login, lower-cased.
+    login: Option<String>,
+}
+
+/// One counted window: in process it is keyed by the address or login itself (neither is a
+/// secret), so the hot path computes no MAC; Redis gets the keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counted {
+    Client(IpAddr),
+    Login(String),
 }
 
 #[derive(Debug)]
@@ -58,7 +67,7 @@ struct Window {
 pub struct Throttle {
     options: ThrottleOptions,
     hasher: Arc<KeyHasher>,
-    local: moka::sync::Cache<CacheKey, Arc<Mutex<Window>>>,
+    local: moka::sync::Cache<Counted, Arc<Mutex<Window>>>,
     redis: Option<Arc<RedisTier>>,
     clock: Arc<dyn Clock>,
     /// Requests answered 429.
@@ -94,12 +103,11 @@ impl Throttle {
     pub fn subject(&self, request: &Request, credential: Option<&Credential>) -> Subject {
         let client = (self.options.client_limit > 0)
             .then(|| request.client_address(self.options.trusted_hops))
-            .flatten()
-            .map(|ip: IpAddr| self.hasher.key(KeyKind::Client, &[&ip.to_string()]));
+            .flatten();
         let login = match credential {
             Some(Credential::Basic(basic)) if self.options.login_limit > 0 => {
                 let login = basic.username.trim().to_lowercase();
-                (!login.is_empty()).then(|| self.hasher.key(KeyKind::FailedLogin, &[&login]))
+                (!login.is_empty()).then_some(login)
             }
             _ => None,
         };
@@ -108,16 +116,24 @@ impl Throttle {
 
     /// How long the subject must wait, if it is over a limit.
     pub fn blocked(&self, subject: &Subject) -> Option<Duration> {
+        if subject.client.is_none() && subject.login.is_none() {
+            return None;
+        }
         let now = self.clock.now();
-        let over = |key: Option<CacheKey>, limit: u64| {
-            let window = self.local.get(&key?)?;
+        let over = |counted: Counted, limit: u64| {
+            let window = self.local.get(&counted)?;
             let window = window.lock().unwrap_or_else(|e| e.into_inner());
             (window.resets_at > now && window.failures >= limit)
                 .then(|| (window.resets_at - now).to_std().unwrap_or_default())
         };
         let wait = [
-            over(subject.client, self.options.client_limit),
-            over(subject.login, self.options.login_limit),
+            subject
+                .client
+                .and_then(|ip| over(Counted::Client(ip), self.options.client_limit)),
+            subject
+                .login
+                .as_ref()
+                .and_then(|login| over(Counted::Login(login.clone()), self.options.login_limit)),
         ]
         .into_iter()
         .flatten()
@@ -130,17 +146,23 @@ impl Throttle {
 
     /// Counts one failed authentication against the subject.
     pub async fn record_failure(&self, subject: &Subject) {
-        if let Some(key) = subject.client {
-            self.count(key, self.options.client_window).await;
+        if let Some(ip) = subject.client {
+            self.count(Counted::Client(ip), self.options.client_window)
+                .await;
         }
-        if let Some(key) = subject.login {
-            self.count(key, self.options.login_window).await;
+        if let Some(login) = &subject.login {
+            self.count(Counted::Login(login.clone()), self.options.login_window)
+                .await;
         }
     }
 
-    async fn count(&self, key: CacheKey, window: Duration) {
+    async fn count(&self, counted: Counted, window: Duration) {
         let now = self.clock.now();
-        let local = self.local.get_with(key, || {
+        let shared_key = match &counted {
+            Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
+            Counted::Login(login) => self.hasher.key(KeyKind::FailedLogin, &[login]),
+        };
+        let local = self.local.get_with(counted, || {
             Arc::new(Mutex::new(Window {
                 failures: 0,
                 resets_at: now + window,
@@ -158,7 +180,7 @@ impl Throttle {
         }
         // Redis down: the in-process count stands alone.
         let Some(redis) = &self.redis else { return };
-        if let Some((shared, remaining)) = redis.count_failure(key, window).await {
+        if let Some((shared, remaining)) = redis.count_failure(shared_key, window).await {
             let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
             if shared > local.failures {
                 local.failures = shared;
