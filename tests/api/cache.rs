@@ -19,22 +19,6 @@ fn alice_key() -> Req {
 }
 
 /// Polls until `check` gives the wanted status, up to `limit`; returns the time it took.
-async fn until_status(app: &TestApp, request: Req, status: i32, limit: Duration) -> Duration {
-    let started = std::time::Instant::now();
-    loop {
-        let verdict = app.check(request.clone()).await;
-        if verdict.status() == status {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "still {} after {limit:?}: {verdict:?}",
-            verdict.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn second_check_is_an_in_process_hit() {
     let app = spawn_app(&[]).await;
@@ -186,14 +170,14 @@ async fn triggers_evict_within_a_second() {
 
     app.exec("UPDATE users SET status = 3 WHERE login = 'alice'")
         .await;
-    let locked = until_status(&app, alice_key(), 401, limit).await;
+    let locked = app.until_status(alice_key(), 401, limit).await;
     app.exec("UPDATE oauth_access_tokens SET revoked_at = now() AT TIME ZONE 'UTC' - interval '1 second'").await;
-    let revoked = until_status(&app, bearer, 401, limit).await;
+    let revoked = app.until_status(bearer, 401, limit).await;
     app.exec("DELETE FROM tokens WHERE value = 'd3m0a11ce0000000000000000000000000000a06'")
         .await;
-    let deleted = until_status(&app, mona, 401, limit).await;
+    let deleted = app.until_status(mona, 401, limit).await;
     app.exec("UPDATE tokens SET value = 'freshkey0000000000000000000000000000a05' WHERE value = 'd3m0a11ce0000000000000000000000000000a05'").await;
-    let changed = until_status(&app, tina, 401, limit).await;
+    let changed = app.until_status(tina, 401, limit).await;
     app.check(get("/issues.json").header(
         "x-redmine-api-key",
         "freshkey0000000000000000000000000000a05",
@@ -205,7 +189,7 @@ async fn triggers_evict_within_a_second() {
         .await
         .assert_user("admin", "api-key");
     app.set_setting("rest_api_enabled", "0").await;
-    let disabled = until_status(&app, admin, 403, limit).await;
+    let disabled = app.until_status(admin, 403, limit).await;
     println!("evicted after: lock {locked:?}, revoke {revoked:?}, delete key {deleted:?}, change key {changed:?}, REST off {disabled:?}");
 }
 

@@ -301,6 +301,24 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Checks `request` until it gets `status` (a change reaching the cache through the
+    /// database triggers), failing after `limit`; returns how long it took.
+    pub async fn until_status(&self, request: Req, status: i32, limit: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let verdict = self.check(request.clone()).await;
+            if verdict.status() == status {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still {} after {limit:?}: {verdict:?}",
+                verdict.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn user_id(&self, login: &str) -> i64 {
         sqlx::query_scalar::<_, i32>("SELECT id FROM users WHERE login = $1")
             .bind(login)
