@@ -47,6 +47,20 @@ enum Cmd {
     Run(RunArgs),
     /// Hold half the maximum load for a long run, watching memory and descriptors.
     Soak(soak::SoakArgs),
+    /// Drive a server that is already running (for profiling it with perf).
+    Drive(DriveArgs),
+}
+
+#[derive(clap::Args)]
+struct DriveArgs {
+    /// The gRPC port of the running server.
+    #[arg(long)]
+    port: u16,
+    /// Which requests: cached API keys, Basic, a wrong key, or random invalid keys.
+    #[arg(long, value_parser = ["api-key", "basic", "wrong-key", "flood"], default_value = "api-key")]
+    mix: String,
+    #[arg(long, default_value = "10")]
+    seconds: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -99,7 +113,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some(Cmd::Run(args)) => run(args).await,
         Some(Cmd::Soak(args)) => soak::soak(args).await,
+        Some(Cmd::Drive(args)) => drive(args).await,
     }
+}
+
+async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (source, expect) = match args.mix.as_str() {
+        "basic" => (
+            cycle(
+                redmine_authz::store::DEMO_USERS
+                    .iter()
+                    .filter(|u| ["admin", "alice", "bob"].contains(&u.login))
+                    .map(|u| requests::basic(u.login, u.password))
+                    .collect(),
+            ),
+            Expect::Allow,
+        ),
+        "wrong-key" => (cycle(vec![requests::wrong_key_query()]), Expect::AnyDeny),
+        "flood" => (
+            Arc::new(|_| requests::flood_key()) as RequestSource,
+            Expect::AnyDeny,
+        ),
+        _ => (cycle(key_requests(1..=1_000)), Expect::Allow),
+    };
+    let clients = loadgen::connect(args.port, 4).await?;
+    let spec = LoadSpec::saturating(u64::MAX, args.seconds);
+    let result = loadgen::run(&clients, &spec, source, expect).await;
+    eprintln!(
+        "{}: {:.0}/s, p50 {} µs, p99 {} µs, unexpected {}",
+        args.mix,
+        result.per_second(),
+        result.histogram.value_at_quantile(0.5) / 1_000,
+        result.histogram.value_at_quantile(0.99) / 1_000,
+        result.unexpected
+    );
+    Ok(())
 }
 
 /// Run lengths: (requests, seconds) for saturating runs, scaled down by `--quick`.
