@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(check) = CheckRequest::decode(data) else {
         return;
     };
-    let Ok(request) = envoy::parse(&check) else {
+    let Ok(request) = envoy::parse(check) else {
         return;
     };
     let _ = auth::classify(&request);

@@ -45,8 +45,14 @@ pub struct Headers {
 
 impl Headers {
     pub fn push(&mut self, name: &str, value: &str) {
-        self.entries
-            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self.push_owned(name.to_owned(), value.to_owned());
+    }
+
+    /// Lower-cases the name in place: Envoy's names usually are already, and then nothing
+    /// is copied.
+    pub fn push_owned(&mut self, mut name: String, value: String) {
+        name.make_ascii_lowercase();
+        self.entries.push((name, value));
     }
 
     pub fn push_not_utf8(&mut self, name: &str) {

@@ -60,12 +60,13 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
             self.max_budget,
         );
         let span = check_span();
-        let (request, decision, tier) = match parse(grpc.get_ref()) {
+        let (metadata, _, message) = grpc.into_parts();
+        let (request, decision, tier) = match parse(message) {
             Ok(request) => {
                 // With tracing off the span is disabled and its parent would be thrown away.
                 if !span.is_disabled() {
                     let parent =
-                        telemetry::parent_context(&Metadata(grpc.metadata()), &Forwarded(&request));
+                        telemetry::parent_context(&Metadata(&metadata), &Forwarded(&request));
                     let _ = span.set_parent(parent);
                 }
                 // A bug that panics must still end in a deny: an RPC error is an allow to a

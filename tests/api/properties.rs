@@ -254,7 +254,7 @@ proptest! {
     #[test]
     fn parsers_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(check) = CheckRequest::decode(bytes.as_slice()) {
-            if let Ok(request) = redmine_authz::envoy::parse(&check) {
+            if let Ok(request) = redmine_authz::envoy::parse(check) {
                 let _ = Credential::select(&request);
                 let _ = classify(&request);
             }
@@ -295,7 +295,7 @@ proptest! {
                 ..Default::default()
             }),
         };
-        if let Ok(request) = redmine_authz::envoy::parse(&check) {
+        if let Ok(request) = redmine_authz::envoy::parse(check) {
             let _ = Credential::select(&request);
             let _ = classify(&request);
             let _ = request.format();
