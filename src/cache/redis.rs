@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncCommands as _};
 use deadpool_redis::{Config, Pool, Runtime};
 use tracing::Instrument as _;
@@ -14,7 +15,12 @@ use super::key::CacheKey;
 use super::CacheStats;
 
 pub struct RedisTier {
+    /// Opens connections (with its timeouts); they are not checked out per call, as the pool
+    /// pings a connection before each checkout, which made every command two round trips.
     pool: Pool,
+    /// One connection shared by all calls: redis-rs pipelines concurrent commands on it.
+    /// Dropped after a failure, so the next call opens a fresh one.
+    shared: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     timeout: Duration,
     stats: Arc<CacheStats>,
@@ -45,12 +51,27 @@ impl RedisTier {
             .map_err(|_| RedisConfigError)?;
         Ok(Self {
             pool,
+            shared: Mutex::new(None),
             prefix,
             timeout,
             stats,
             started: Instant::now(),
             last_warning: AtomicU64::new(0),
         })
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        if let Some(shared) = self.lock_shared().clone() {
+            return Ok(shared);
+        }
+        let opened = self.pool.get().await.map_err(|e| e.to_string())?;
+        let opened = deadpool_redis::Connection::take(opened);
+        *self.lock_shared() = Some(opened.clone());
+        Ok(opened)
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn entry_key(&self, key: CacheKey) -> String {
@@ -64,7 +85,7 @@ impl RedisTier {
     pub async fn get(&self, key: CacheKey) -> Option<Vec<u8>> {
         let entry_key = self.entry_key(key);
         self.bounded("get", async move {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             conn.get::<_, Option<Vec<u8>>>(entry_key)
                 .await
                 .map_err(|e| e.to_string())
@@ -79,7 +100,7 @@ impl RedisTier {
         let index = user_id.map(|id| self.user_index(id));
         let ttl_ms = ttl.as_millis().max(1) as u64;
         self.bounded("set", async move {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
                 .arg(&entry_key)
@@ -104,7 +125,7 @@ impl RedisTier {
         let counter = format!("{}t:{}", self.prefix, key.to_hex());
         let window_ms = window.as_millis().max(1) as u64;
         self.bounded("count failure", async move {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let (count, ttl_ms): (u64, i64) = redis::pipe()
                 .atomic()
                 .cmd("SET")
@@ -130,7 +151,7 @@ impl RedisTier {
     pub async fn evict_user(&self, user_id: i64) {
         let index = self.user_index(user_id);
         self.bounded("evict", async move {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let members: Vec<String> = conn.smembers(&index).await.map_err(|e| e.to_string())?;
             let mut pipe = redis::pipe();
             for member in &members {
@@ -148,7 +169,7 @@ impl RedisTier {
     pub async fn evict_all(&self) {
         let pattern = format!("{}*", self.prefix);
         let result = tokio::time::timeout(self.timeout * 20, async move {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let mut cursor: u64 = 0;
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -211,6 +232,7 @@ impl RedisTier {
     /// Redis errors may quote the URL.
     fn failed(&self, operation: &str) {
         self.stats.redis_errors.inc();
+        *self.lock_shared() = None;
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_warning.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= 10_000)
