@@ -245,6 +245,8 @@ impl<D: Directory> CachedDirectory<D> {
     }
 
     /// The L1 miss: Redis, else the directory, with the answer written back to both.
+    /// Redis is read outside the coalescing: a hit needs no company, and moka's insert
+    /// and removal would double its cost when L1 is off.
     async fn fill<F>(
         &self,
         key: CacheKey,
@@ -255,14 +257,18 @@ impl<D: Directory> CachedDirectory<D> {
         F: Future<Output = Result<Answer, DirectoryError>> + Send,
     {
         let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some(entry) = self.read_redis(key, now).await {
+            self.stats.redis_hits.inc();
+            reached(Tier::Redis);
+            let answer = entry.answer.clone();
+            if self.keeps_in_process(epoch) {
+                self.l1.insert(key, Arc::new(entry)).await;
+            }
+            return Ok(answer);
+        }
         let entry = self
             .l1
             .try_get_with(key, async {
-                if let Some(entry) = self.read_redis(key, now).await {
-                    self.stats.redis_hits.inc();
-                    reached(Tier::Redis);
-                    return Ok(Arc::new(entry));
-                }
                 self.stats.directory_lookups.inc();
                 reached(Tier::Db);
                 let answer = self.counting_errors(fetch).await?;
@@ -282,10 +288,16 @@ impl<D: Directory> CachedDirectory<D> {
             })
             .await
             .map_err(|e: Arc<DirectoryError>| DirectoryError::Unavailable(e.to_string()))?;
-        if self.options.l1_capacity == 0 || self.epoch.load(Ordering::SeqCst) != epoch {
+        if !self.keeps_in_process(epoch) {
             self.l1.invalidate(&key).await;
         }
         Ok(entry.answer.clone())
+    }
+
+    /// Whether an answer read since `epoch` may stay in L1: not with L1 off, and not when an
+    /// eviction ran meanwhile (the answer may be what it meant to drop).
+    fn keeps_in_process(&self, epoch: u64) -> bool {
+        self.options.l1_capacity > 0 && self.epoch.load(Ordering::SeqCst) == epoch
     }
 
     async fn counting_errors<T>(
