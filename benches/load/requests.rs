@@ -9,9 +9,9 @@ use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
 };
 use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
-/// The client address of ordinary users; the flood comes from [`FLOOD_SOURCE`].
+/// The client address of ordinary users; the flood comes from [`FLOOD_NETWORK`].
 pub const USER_SOURCE: &str = "203.0.113.9";
-pub const FLOOD_SOURCE: &str = "198.51.100.66";
+pub const FLOOD_NETWORK: &str = "10.66";
 
 /// `GET path` with Envoy's usual attributes and the given extra headers.
 pub fn check(path: &str, extra: &[(&str, String)]) -> CheckRequest {
@@ -89,10 +89,12 @@ pub fn wrong_key_query() -> CheckRequest {
     check("/users/current.json?key=wrong", &[])
 }
 
-/// A random 40-hex key no user has, from the flood's address.
+/// A random 40-hex key no user has, from a random address in the flood's /16.
 pub fn flood_key() -> CheckRequest {
+    use rand::Rng as _;
+    let host: [u8; 2] = rand::rng().random();
     check_from(
-        FLOOD_SOURCE,
+        &format!("{FLOOD_NETWORK}.{}.{}", host[0], host[1]),
         "/issues.json?project_id=1&limit=25",
         &[("x-redmine-api-key", random_key())],
     )
