@@ -10,7 +10,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -208,7 +208,12 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(AuthorizationServer::new(authorization))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                // Nagle off, as tonic does for listeners it binds itself: with it on, a
+                // small answer could wait 40 ms for the delayed ACK of the previous one.
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            );
         let grace = config.shutdown_grace;
         // The server drains by itself once stopped; the grace period bounds the drain.
         tokio::select! {

@@ -140,11 +140,12 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
     let spec = LoadSpec::saturating(u64::MAX, args.seconds);
     let result = loadgen::run(&clients, &spec, source, expect).await;
     eprintln!(
-        "{}: {:.0}/s, p50 {} µs, p99 {} µs, unexpected {}",
+        "{}: {:.0}/s, p50 {} µs, p99 {} µs, p99.9 {} µs, unexpected {}",
         args.mix,
         result.per_second(),
         result.histogram.value_at_quantile(0.5) / 1_000,
         result.histogram.value_at_quantile(0.99) / 1_000,
+        result.histogram.value_at_quantile(0.999) / 1_000,
         result.unexpected
     );
     Ok(())
