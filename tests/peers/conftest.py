@@ -38,7 +38,8 @@ from peerlib import (  # noqa: E402
     wait_until,
 )
 
-DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "redmine-authz"
+# cargo's own target directory: CARGO_TARGET_DIR when set (relative to the repository).
+DEFAULT_BIN = REPO_ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "redmine-authz"
 ORACLE_SCRIPT = Path(
     os.environ.get("REDMINE_ORACLE_SCRIPT", REPO_ROOT.parent / "shared" / "tools" / "redmine-oracle.sh")
 )
