@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::{Credential, Request};
-use crate::cache::{KeyHasher, KeyKind, RedisTier};
+use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier};
 use crate::clock::Clock;
 
 #[derive(Debug, Clone)]
@@ -46,16 +46,17 @@ impl Default for ThrottleOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
     client: Option<IpAddr>,
-    /// The Basic login, lower-cased.
-    login: Option<String>,
+    /// The Basic login, lower-cased, as a keyed hash: logins are the client's to choose and
+    /// may be kilobytes long, and the windows are many.
+    login: Option<CacheKey>,
 }
 
-/// One counted window: in process it is keyed by the address or login itself (neither is a
-/// secret), so the hot path computes no MAC; Redis gets the keyed hash.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One counted window. A client address is kept as is in process (not a secret, fixed size),
+/// so an API-key Check computes no MAC for the throttle; Redis gets the keyed hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Counted {
     Client(IpAddr),
-    Login(String),
+    Login(CacheKey),
 }
 
 #[derive(Debug)]
@@ -107,7 +108,7 @@ impl Throttle {
         let login = match credential {
             Some(Credential::Basic(basic)) if self.options.login_limit > 0 => {
                 let login = basic.username.trim().to_lowercase();
-                (!login.is_empty()).then_some(login)
+                (!login.is_empty()).then(|| self.hasher.key(KeyKind::FailedLogin, &[&login]))
             }
             _ => None,
         };
@@ -132,8 +133,7 @@ impl Throttle {
                 .and_then(|ip| over(Counted::Client(ip), self.options.client_limit)),
             subject
                 .login
-                .as_ref()
-                .and_then(|login| over(Counted::Login(login.clone()), self.options.login_limit)),
+                .and_then(|login| over(Counted::Login(login), self.options.login_limit)),
         ]
         .into_iter()
         .flatten()
@@ -150,8 +150,8 @@ impl Throttle {
             self.count(Counted::Client(ip), self.options.client_window)
                 .await;
         }
-        if let Some(login) = &subject.login {
-            self.count(Counted::Login(login.clone()), self.options.login_window)
+        if let Some(login) = subject.login {
+            self.count(Counted::Login(login), self.options.login_window)
                 .await;
         }
     }
@@ -160,7 +160,7 @@ impl Throttle {
         let now = self.clock.now();
         let shared_key = match &counted {
             Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
-            Counted::Login(login) => self.hasher.key(KeyKind::FailedLogin, &[login]),
+            Counted::Login(key) => *key,
         };
         let local = self.local.get_with(counted, || {
             Arc::new(Mutex::new(Window {
