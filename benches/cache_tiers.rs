@@ -127,21 +127,7 @@ fn cache_tiers(c: &mut Criterion) {
         "Redis benchmark had no Redis hits"
     );
     assert!(after[2].2 > counts[2].2, "database benchmark did not query");
-    runtime.block_on(delete_prefix(&prefix));
-}
-
-async fn delete_prefix(prefix: &str) {
-    use deadpool_redis::redis::AsyncCommands as _;
-    let Ok(client) = deadpool_redis::redis::Client::open(common::redis_url()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: Result<(), _> = conn.del(chunk).await;
-    }
+    runtime.block_on(common::delete_redis_prefix(&prefix));
 }
 
 criterion_group!(benches, cache_tiers);

@@ -15,6 +15,21 @@ pub fn redis_url() -> String {
     std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// Deletes every Redis key under `prefix` (what a bench run left behind).
+pub async fn delete_redis_prefix(prefix: &str) {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let Ok(client) = deadpool_redis::redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = conn.del(chunk).await;
+    }
+}
+
 pub fn database_url(name: &str) -> String {
     let admin = admin_url();
     let base = admin

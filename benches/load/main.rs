@@ -687,7 +687,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     report.write(&args.out)?;
     println!("{}", report.markdown());
-    delete_redis_prefix(&bench.redis_prefix).await;
+    common::delete_redis_prefix(&bench.redis_prefix).await;
     Ok(())
 }
 
@@ -881,18 +881,4 @@ fn criterion_checks(dir: &Path) -> Vec<Check> {
         }
     }
     checks
-}
-
-async fn delete_redis_prefix(prefix: &str) {
-    use deadpool_redis::redis::AsyncCommands as _;
-    let Ok(client) = deadpool_redis::redis::Client::open(common::redis_url()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: Result<(), _> = conn.del(chunk).await;
-    }
 }
