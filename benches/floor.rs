@@ -37,9 +37,12 @@ impl Authorization for AlwaysAllow {
     }
 }
 
-// The same runtime as the gate's `main` (`#[tokio::main]`, one worker per allowed core).
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+// The same runtime as the gate's `main`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    redmine_authz::runtime::for_allowed_cores()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut listen: Option<SocketAddr> = None;
     while let Some(arg) = args.next() {

@@ -26,6 +26,7 @@ pub mod envoy;
 pub mod gate;
 pub mod metrics;
 pub mod observe;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
