@@ -1,8 +1,8 @@
-//! Two cache tiers in front of the directory: in-process (moka) and Redis. Both hold what the
+//! Two cache tiers in front of the directory: in-process (quick_cache) and Redis. Both hold what the
 //! directory answered (the principal, a token's times and scopes), never a decision: expiry,
 //! switch-user and every other rule are applied on each request by the decision core.
 //!
-//! Misses for one key are coalesced into one lookup (moka's `try_get_with`). Entries carry
+//! Misses for one key are coalesced into one lookup (a quick_cache placeholder). Entries carry
 //! their own expiry, read from the [`Clock`], so a test can move time past a TTL.
 
 mod key;
@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use moka::future::Cache;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
@@ -141,12 +141,13 @@ impl CacheStats {
     }
 }
 
-/// What a cached lookup answered.
+/// What a cached lookup answered. The token is boxed: it is twice the size of the other
+/// answers, and every entry would pay for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Answer {
     User(Option<Principal>),
     Password(PasswordCheck),
-    Token(Option<AccessToken>),
+    Token(Option<Box<AccessToken>>),
 }
 
 impl Answer {
@@ -189,17 +190,10 @@ impl<D: Directory> CachedDirectory<D> {
         clock: Arc<dyn Clock>,
         stats: Arc<CacheStats>,
     ) -> Self {
-        // moka's own expiry only bounds memory; freshness is judged by `Entry::expires_at`.
-        let l1 = Cache::builder()
-            .max_capacity(options.l1_capacity)
-            .time_to_live(
-                options
-                    .ttl
-                    .max(options.negative_ttl)
-                    .max(Duration::from_millis(1)),
-            )
-            .support_invalidation_closures()
-            .build();
+        // Capacity alone bounds memory: freshness is judged by `Entry::expires_at`, and a
+        // stale entry is dropped when next read or pushed out by newer ones. quick_cache
+        // rather than moka: a tenth of the bookkeeping per entry and a lock-free-read `get`.
+        let l1 = Cache::new(usize::try_from(options.l1_capacity).unwrap_or(usize::MAX));
         Self {
             inner,
             options,
@@ -233,20 +227,20 @@ impl<D: Directory> CachedDirectory<D> {
             return Box::pin(self.counting_errors(fetch)).await;
         }
         let now = self.clock.now();
-        if let Some(entry) = self.l1.get(&key).await {
+        if let Some(entry) = self.l1.get(&key) {
             if entry.expires_at > now {
                 self.stats.l1_hits.inc();
                 reached(Tier::L1);
                 return Ok(entry.answer.clone());
             }
-            self.l1.invalidate(&key).await;
+            self.l1.remove(&key);
         }
         Box::pin(self.fill(key, now, fetch)).await
     }
 
     /// The L1 miss: Redis, else the directory, with the answer written back to both.
-    /// Redis is read outside the coalescing: a hit needs no company, and moka's insert
-    /// and removal would double its cost when L1 is off.
+    /// Redis is read outside the coalescing: a hit needs no company, and a placeholder's
+    /// insert and removal would double its cost when L1 is off.
     async fn fill<F>(
         &self,
         key: CacheKey,
@@ -262,36 +256,37 @@ impl<D: Directory> CachedDirectory<D> {
             reached(Tier::Redis);
             let answer = entry.answer.clone();
             if self.keeps_in_process(epoch) {
-                self.l1.insert(key, Arc::new(entry)).await;
+                self.l1.insert(key, Arc::new(entry));
             }
             return Ok(answer);
         }
-        let entry = self
-            .l1
-            .try_get_with(key, async {
-                self.stats.directory_lookups.inc();
-                reached(Tier::Db);
-                let answer = self.counting_errors(fetch).await?;
-                let ttl = if answer.user_id().is_some() {
-                    self.options.ttl
-                } else {
-                    self.options.negative_ttl
-                };
-                let entry = Entry {
-                    expires_at: now + ttl,
-                    answer,
-                };
-                if self.epoch.load(Ordering::SeqCst) == epoch {
-                    self.write_redis(key, &entry, ttl).await;
-                }
-                Ok::<_, DirectoryError>(Arc::new(entry))
-            })
-            .await
-            .map_err(|e: Arc<DirectoryError>| DirectoryError::Unavailable(e.to_string()))?;
-        if !self.keeps_in_process(epoch) {
-            self.l1.invalidate(&key).await;
+        // One lookup per key at a time: the first miss holds the placeholder, the others
+        // wait for its entry. Should it fail, the next waiter takes the placeholder and tries.
+        let placeholder = match self.l1.get_value_or_guard_async(&key).await {
+            Ok(entry) => return Ok(entry.answer.clone()),
+            Err(placeholder) => placeholder,
+        };
+        self.stats.directory_lookups.inc();
+        reached(Tier::Db);
+        let answer = self.counting_errors(fetch).await?;
+        let ttl = if answer.user_id().is_some() {
+            self.options.ttl
+        } else {
+            self.options.negative_ttl
+        };
+        let entry = Entry {
+            expires_at: now + ttl,
+            answer,
+        };
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            self.write_redis(key, &entry, ttl).await;
         }
-        Ok(entry.answer.clone())
+        let answer = entry.answer.clone();
+        let _ = placeholder.insert(Arc::new(entry));
+        if !self.keeps_in_process(epoch) {
+            self.l1.remove(&key);
+        }
+        Ok(answer)
     }
 
     /// Whether an answer read since `epoch` may stay in L1: not with L1 off, and not when an
@@ -340,9 +335,8 @@ impl<D: Directory> CachedDirectory<D> {
                 if let Some(redis) = &self.redis {
                     redis.evict_user(user_id).await;
                 }
-                let _ = self
-                    .l1
-                    .invalidate_entries_if(move |_, entry| entry.answer.user_id() == Some(user_id));
+                self.l1
+                    .retain(|_, entry| entry.answer.user_id() != Some(user_id));
             }
             // Settings are not cached here; the settings watch re-reads them.
             Invalidation::Settings => {}
@@ -350,7 +344,7 @@ impl<D: Directory> CachedDirectory<D> {
                 if let Some(redis) = &self.redis {
                     redis.evict_all().await;
                 }
-                self.l1.invalidate_all();
+                self.l1.clear();
             }
         }
     }
@@ -417,11 +411,14 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         let cache_key = self.hasher.key(KeyKind::Bearer, &[token.expose()]);
         match self
             .lookup(cache_key, async {
-                self.inner.access_token(token).await.map(Answer::Token)
+                self.inner
+                    .access_token(token)
+                    .await
+                    .map(|found| Answer::Token(found.map(Box::new)))
             })
             .await?
         {
-            Answer::Token(found) => Ok(found),
+            Answer::Token(found) => Ok(found.map(|token| *token)),
             _ => Err(unexpected()),
         }
     }
