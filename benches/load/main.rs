@@ -61,6 +61,9 @@ struct DriveArgs {
     mix: String,
     #[arg(long, default_value = "10")]
     seconds: u64,
+    /// How many distinct API keys the api-key mix cycles through (bench users 1..=N).
+    #[arg(long, default_value = "1000")]
+    keys: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -134,7 +137,7 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(|_| requests::flood_key()) as RequestSource,
             Expect::AnyDeny,
         ),
-        _ => (cycle(key_requests(1..=1_000)), Expect::Allow),
+        _ => (cycle(key_requests(1..=args.keys)), Expect::Allow),
     };
     let clients = loadgen::connect(args.port, 4).await?;
     let spec = LoadSpec::saturating(u64::MAX, args.seconds);
