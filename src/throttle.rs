@@ -68,7 +68,7 @@ struct Window {
 pub struct Throttle {
     options: ThrottleOptions,
     hasher: Arc<KeyHasher>,
-    local: moka::sync::Cache<Counted, Arc<Mutex<Window>>>,
+    local: quick_cache::sync::Cache<Counted, Arc<Mutex<Window>>>,
     redis: Option<Arc<RedisTier>>,
     clock: Arc<dyn Clock>,
     /// Requests answered 429.
@@ -82,15 +82,9 @@ impl Throttle {
         redis: Option<Arc<RedisTier>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let longest = options
-            .client_window
-            .max(options.login_window)
-            .max(Duration::from_secs(1));
-        // Bounded: a flood from many addresses evicts old windows instead of growing.
-        let local = moka::sync::Cache::builder()
-            .max_capacity(200_000)
-            .time_to_live(longest)
-            .build();
+        // Bounded: a flood from many addresses evicts windows seen once before those of
+        // clients that keep failing. A window past `resets_at` counts as empty.
+        let local = quick_cache::sync::Cache::new(200_000);
         Self {
             options,
             hasher,
@@ -162,12 +156,13 @@ impl Throttle {
             Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
             Counted::Login(key) => *key,
         };
-        let local = self.local.get_with(counted, || {
-            Arc::new(Mutex::new(Window {
+        let fresh = || {
+            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Window {
                 failures: 0,
                 resets_at: now + window,
-            }))
-        });
+            })))
+        };
+        let Ok(local) = self.local.get_or_insert_with(&counted, fresh);
         {
             let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
             if local.resets_at <= now {
