@@ -138,6 +138,7 @@ impl Application {
             tokio::spawn(apply_invalidations(
                 crate::store::listen(config.decision.database.options.clone()),
                 directory.clone(),
+                store.clone(),
                 settings_wake,
             ));
         }
@@ -254,18 +255,29 @@ fn shared_backends(
     Ok((Arc::new(hasher), redis))
 }
 
-/// Evicts what notifications name; a settings change re-reads settings at once.
+/// Evicts what notifications name; a settings change re-reads settings at once. Keeps the
+/// API key filter in step with the listener: loaded once it listens, off while it cannot.
+/// Notifications that arrive during a load wait in the channel and are applied after it.
 async fn apply_invalidations(
     mut events: tokio::sync::mpsc::Receiver<Invalidation>,
     cache: Arc<CachedDirectory<Store>>,
+    store: Store,
     settings_wake: Arc<Notify>,
 ) {
     while let Some(event) = events.recv().await {
         tracing::debug!(?event, "invalidation");
-        if matches!(event, Invalidation::Settings | Invalidation::All) {
-            settings_wake.notify_one();
+        match event {
+            Invalidation::Listening => store.load_key_filter().await,
+            Invalidation::NotListening => store.lose_key_filter(),
+            Invalidation::User(user_id) => {
+                cache.invalidate(event).await;
+                store.note_key_change(user_id).await;
+            }
+            Invalidation::Settings | Invalidation::All => {
+                settings_wake.notify_one();
+                cache.invalidate(event).await;
+            }
         }
-        cache.invalidate(event).await;
     }
 }
 

@@ -58,6 +58,10 @@ pub struct DecisionArgs {
     /// Longest wait for a connection, and longest query, in milliseconds.
     #[arg(long, env = "AUTHZ_DB_TIMEOUT_MS", default_value_t = 1500)]
     pub db_timeout_ms: u64,
+    /// Wrong API keys per second above which a key absent from every `tokens` row is
+    /// refused without a query (needs `install-triggers`; 0: whenever the filter is loaded).
+    #[arg(long, env = "AUTHZ_KEY_FILTER_ABOVE", default_value_t = 100)]
+    pub key_filter_above: u64,
 }
 
 #[derive(Debug, Args)]

@@ -156,6 +156,7 @@ impl DecisionConfig {
                 max_connections: args.db_max_connections,
                 acquire_timeout: Duration::from_millis(args.db_timeout_ms),
                 statement_timeout: Duration::from_millis(args.db_timeout_ms),
+                key_filter_above: args.key_filter_above,
             },
         })
     }
@@ -163,7 +164,7 @@ impl DecisionConfig {
     /// One line for the start-up log: effective settings, nothing secret.
     pub fn summary(&self) -> String {
         format!(
-            "database={} timezone={} allow_anonymous={} ldap={} header_prefix={} strip_credentials={} db_max_connections={} db_timeout={:?}",
+            "database={} timezone={} allow_anonymous={} ldap={} header_prefix={} strip_credentials={} db_max_connections={} db_timeout={:?} key_filter_above={}",
             self.database,
             self.policy.timezone.0.name(),
             self.policy.allow_anonymous,
@@ -172,6 +173,7 @@ impl DecisionConfig {
             self.response.strip_credentials,
             self.store.max_connections,
             self.store.statement_timeout,
+            self.store.key_filter_above,
         )
     }
 }

@@ -42,4 +42,10 @@ pub trait Directory: Send + Sync + 'static {
 
     /// The Redmine settings decisions depend on.
     fn settings(&self) -> impl Future<Output = Result<Settings, DirectoryError>> + Send;
+
+    /// Whether `key` can be answered "unknown" without a lookup (`store::KnownKeys`, during
+    /// a flood of wrong keys). `false` whenever unsure.
+    fn refuses_api_key(&self, _key: &ApiKey) -> bool {
+        false
+    }
 }

@@ -2,9 +2,11 @@
 //! `default_transaction_read_only`, so the gate can sit on a replica and can never write.
 
 mod demo;
+mod known_keys;
 mod notify;
 mod queries;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -18,6 +20,7 @@ use crate::auth::{
 use crate::directory::{Directory, DirectoryError};
 
 pub use demo::{seed_demo, DemoError, DemoUser, DEMO_OAUTH_SCOPES, DEMO_OAUTH_TOKEN, DEMO_USERS};
+pub use known_keys::KnownKeys;
 pub use notify::{install_triggers, listen, uninstall_triggers, Invalidation, CHANNEL};
 use queries::{TokenRow, UserRow};
 
@@ -29,6 +32,9 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Server-side cap on each query.
     pub statement_timeout: Duration,
+    /// Wrong API keys per second above which keys never seen in `tokens` are refused
+    /// without a query (see [`KnownKeys`]); 0 refuses them whenever the filter is in sync.
+    pub key_filter_above: u64,
 }
 
 impl Default for StoreOptions {
@@ -37,6 +43,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_millis(500),
             statement_timeout: Duration::from_millis(1500),
+            key_filter_above: 100,
         }
     }
 }
@@ -45,6 +52,7 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    known_keys: Arc<KnownKeys>,
 }
 
 impl Store {
@@ -64,11 +72,39 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
-        Self { pool }
+        Self {
+            pool,
+            known_keys: Arc::new(KnownKeys::new(options.key_filter_above)),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Loads the API key filter; call it once LISTEN has begun (see [`KnownKeys::load`]).
+    pub async fn load_key_filter(&self) {
+        if let Err(error) = self.known_keys.load(&self.pool).await {
+            tracing::warn!(error = %describe(&error), "cannot load the API key filter; it stays off");
+        }
+    }
+
+    /// A user's keys may have changed: their current key joins the filter. Should that
+    /// fail, the filter is reloaded, or left off until the listener reconnects.
+    pub async fn note_key_change(&self, user_id: i64) {
+        if let Err(error) = self.known_keys.add_user(&self.pool, user_id).await {
+            tracing::warn!(error = %describe(&error), "cannot update the API key filter; reloading it");
+            self.load_key_filter().await;
+        }
+    }
+
+    /// Notifications are being missed: the filter refuses nothing until reloaded.
+    pub fn lose_key_filter(&self) {
+        self.known_keys.lose_sync();
+    }
+
+    pub fn key_filter_in_sync(&self) -> bool {
+        self.known_keys.in_sync()
     }
 
     /// True when the database answers a trivial query.
@@ -149,6 +185,10 @@ impl Directory for Store {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    fn refuses_api_key(&self, key: &ApiKey) -> bool {
+        self.known_keys.refuses(key.expose())
     }
 
     async fn settings(&self) -> Result<Settings, DirectoryError> {

@@ -19,6 +19,10 @@ pub enum Invalidation {
     Settings,
     /// Notifications may have been missed (the connection dropped): forget everything.
     All,
+    /// LISTEN has begun: every notification from here on will arrive.
+    Listening,
+    /// The connection dropped: notifications are missed until the next `Listening`.
+    NotListening,
 }
 
 impl Invalidation {
@@ -63,6 +67,9 @@ pub fn listen(connect: PgConnectOptions) -> mpsc::Receiver<Invalidation> {
             if reconnecting && sender.send(Invalidation::All).await.is_err() {
                 return;
             }
+            if sender.send(Invalidation::Listening).await.is_err() {
+                return;
+            }
             reconnecting = true;
             loop {
                 match listener.try_recv().await {
@@ -85,6 +92,9 @@ pub fn listen(connect: PgConnectOptions) -> mpsc::Receiver<Invalidation> {
                         break;
                     }
                 }
+            }
+            if sender.send(Invalidation::NotListening).await.is_err() {
+                return;
             }
         }
     });

@@ -37,6 +37,18 @@ pub const ACCESS_TOKEN: &str = "SELECT t.application_id, t.scopes, t.created_at,
      LEFT JOIN users u ON u.id = t.resource_owner_id AND u.type = 'User' \
      WHERE t.token = $1";
 
+/// The API key filter is kept current only by the triggers on `tokens`, and only a primary
+/// sends their notifications.
+pub const API_KEY_TRIGGERS_LIVE: &str = "SELECT NOT pg_is_in_recovery() AND \
+     (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('tokens') AND tgenabled <> 'D' \
+      AND tgname IN ('redmine_authz_tokens_insert', 'redmine_authz_tokens_update')) = 2";
+
+pub const API_KEY_COUNT: &str = "SELECT count(*) FROM tokens WHERE action = 'api'";
+
+pub const API_KEYS: &str = "SELECT value FROM tokens WHERE action = 'api'";
+
+pub const API_KEYS_OF_USER: &str = "SELECT value FROM tokens WHERE action = 'api' AND user_id = $1";
+
 /// The newest row wins when a setting was written twice.
 pub const SETTINGS: &str = "SELECT DISTINCT ON (name) name, value FROM settings \
      WHERE name IN ('rest_api_enabled', 'password_max_age') ORDER BY name, id DESC";

@@ -10,6 +10,7 @@ mod cli; // the command line
 mod dashboard; // deploy/grafana queries only exposed metrics
 mod faults; // database outages, slowness, pool exhaustion, shutdown
 mod gating; // SPEC 2 and 3
+mod key_filter; // the API key filter against floods of random keys
 mod keys; // SPEC 4 and 5, API keys
 mod malformed; // SPEC 8: no panic, no hang, no allow
 mod oauth; // SPEC 5, bearer tokens
