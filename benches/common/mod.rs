@@ -67,6 +67,7 @@ pub async fn prepare_database(users: u64) -> Result<String, Box<dyn std::error::
             .fetch_one(&mut admin)
             .await?;
     if exists && is_complete(&url, users).await {
+        install_triggers(&url).await?;
         return Ok(url);
     }
     if exists {
@@ -102,7 +103,16 @@ pub async fn prepare_database(users: u64) -> Result<String, Box<dyn std::error::
     if !is_complete(&url, users).await {
         return Err(format!("{name}: seeded keys do not match bench_key()").into());
     }
+    install_triggers(&url).await?;
     Ok(url)
+}
+
+/// The notification triggers, as `install-triggers` puts them on a production database:
+/// eviction and the API key filter depend on them. After seeding, so the bulk insert sends
+/// no notifications.
+async fn install_triggers(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    redmine_authz::store::install_triggers(&url.parse()?).await?;
+    Ok(())
 }
 
 /// True when user `users` exists with the key `bench_key(users)` and no user beyond it.
