@@ -20,10 +20,9 @@ use sqlx::PgPool;
 
 use super::queries;
 
-/// False positives let one unknown key in a hundred through to the database.
-const FALSE_POSITIVES: f64 = 0.01;
-/// Room for growth before the next load resizes the filter.
-const HEADROOM: usize = 2;
+/// At full capacity one unknown key in fifty passes to the database; fewer below it. About
+/// 1 MB per million keys of capacity.
+const FALSE_POSITIVES: f64 = 0.02;
 const LEAST_CAPACITY: usize = 100_000;
 
 pub struct KnownKeys {
@@ -75,10 +74,9 @@ impl KnownKeys {
         let count: i64 = sqlx::query_scalar(queries::API_KEY_COUNT)
             .fetch_one(pool)
             .await?;
-        let capacity = usize::try_from(count)
-            .unwrap_or(0)
-            .saturating_mul(HEADROOM)
-            .max(LEAST_CAPACITY);
+        // Half again as many as now: room for growth until the next load resizes it.
+        let count = usize::try_from(count).unwrap_or(0);
+        let capacity = count.saturating_add(count / 2).max(LEAST_CAPACITY);
         let filter = AtomicBloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(capacity);
         let mut keys = sqlx::query_scalar::<_, String>(queries::API_KEYS).fetch(pool);
         let mut loaded = 0;
