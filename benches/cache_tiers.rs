@@ -39,7 +39,7 @@ fn directory(options: CacheOptions, redis_prefix: Option<&str>) -> CachedDirecto
         Arc::new(store),
         options,
         Arc::new(KeyHasher::random()),
-        redis.map(Arc::new),
+        redis,
         Arc::new(SystemClock),
         stats,
     )

@@ -244,12 +244,12 @@ fn shared_backends(
         }
     };
     let redis = match &config.redis_url {
-        Some(url) => Some(Arc::new(RedisTier::new(
+        Some(url) => Some(RedisTier::new(
             url.expose_secret(),
             config.redis_key_prefix.clone(),
             config.redis_timeout,
             stats.clone(),
-        )?)),
+        )?),
         None => None,
     };
     Ok((Arc::new(hasher), redis))

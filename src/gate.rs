@@ -84,7 +84,7 @@ impl<D: Directory> Gate<D> {
             .check_credential(request, credential, gating, format)
             .await;
         if matches!(&decision, Decision::Deny(deny) if deny.reason.is_failed_authentication()) {
-            throttle.record_failure(&subject).await;
+            throttle.record_failure(&subject);
         }
         decision
     }

@@ -1,6 +1,7 @@
 //! Throttling failed authentication (SPEC 7, 429): per client address and per Basic login,
 //! in fixed windows. The check reads only in-process state, so it costs no I/O on the hot
-//! path; each failure is also counted in Redis, and the shared count comes back, so every
+//! path; each failure is also counted in Redis in the background (failures arriving together
+//! in one round trip), and the shared count comes back moments after the deny, so every
 //! replica blocks once the failures of all replicas together pass the limit.
 //!
 //! Successful requests are never counted. A client is only held back by its own failures;
@@ -139,18 +140,16 @@ impl Throttle {
     }
 
     /// Counts one failed authentication against the subject.
-    pub async fn record_failure(&self, subject: &Subject) {
+    pub fn record_failure(&self, subject: &Subject) {
         if let Some(ip) = subject.client {
-            self.count(Counted::Client(ip), self.options.client_window)
-                .await;
+            self.count(Counted::Client(ip), self.options.client_window);
         }
         if let Some(login) = subject.login {
-            self.count(Counted::Login(login), self.options.login_window)
-                .await;
+            self.count(Counted::Login(login), self.options.login_window);
         }
     }
 
-    async fn count(&self, counted: Counted, window: Duration) {
+    fn count(&self, counted: Counted, window: Duration) {
         let now = self.clock.now();
         let shared_key = match &counted {
             Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
@@ -173,14 +172,16 @@ impl Throttle {
             }
             local.failures += 1;
         }
+        // The shared count raises this one when Redis answers, moments after the deny.
         // Redis down: the in-process count stands alone.
         let Some(redis) = &self.redis else { return };
-        if let Some((shared, remaining)) = redis.count_failure(shared_key, window).await {
+        let raise = move |shared: u64, remaining: Duration| {
             let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
             if shared > local.failures {
                 local.failures = shared;
                 local.resets_at = now + chrono::Duration::from_std(remaining).unwrap_or_default();
             }
-        }
+        };
+        redis.count_failure(shared_key, window, Box::new(raise));
     }
 }

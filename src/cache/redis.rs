@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncCommands as _};
 use deadpool_redis::{Config, Pool, Runtime};
+use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use super::key::CacheKey;
@@ -27,19 +28,35 @@ pub struct RedisTier {
     started: Instant,
     /// Milliseconds since `started` of the last warning, to rate-limit them.
     last_warning: AtomicU64,
+    /// Failures waiting to be counted, in one round trip for all that arrived meanwhile.
+    failures: mpsc::Sender<Failure>,
 }
+
+/// What to do with a shared failure count and the time left in its window.
+pub type SharedCount = Box<dyn FnOnce(u64, Duration) + Send + Sync>;
+
+/// One failure to count, and what to do with the shared count.
+struct Failure {
+    counter: String,
+    window_ms: u64,
+    then: SharedCount,
+}
+
+/// Most failures counted in one round trip.
+const FAILURES_PER_TRIP: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid Redis configuration")]
 pub struct RedisConfigError;
 
 impl RedisTier {
+    /// Also starts the task that counts failures (needs a Tokio runtime).
     pub fn new(
         url: &str,
         prefix: String,
         timeout: Duration,
         stats: Arc<CacheStats>,
-    ) -> Result<Self, RedisConfigError> {
+    ) -> Result<Arc<Self>, RedisConfigError> {
         let mut config = Config::from_url(url);
         let mut pool_config = deadpool_redis::PoolConfig::new(32);
         pool_config.timeouts.wait = Some(timeout);
@@ -49,7 +66,8 @@ impl RedisTier {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|_| RedisConfigError)?;
-        Ok(Self {
+        let (failures, pending) = mpsc::channel(4 * FAILURES_PER_TRIP);
+        let tier = Arc::new(Self {
             pool,
             shared: Mutex::new(None),
             prefix,
@@ -57,7 +75,10 @@ impl RedisTier {
             stats,
             started: Instant::now(),
             last_warning: AtomicU64::new(0),
-        })
+            failures,
+        });
+        tokio::spawn(count_failures(Arc::downgrade(&tier), pending));
+        Ok(tier)
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, String> {
@@ -119,32 +140,54 @@ impl RedisTier {
         .await;
     }
 
-    /// Counts one failure under `key` in a fixed window that starts with the first one.
-    /// Returns the shared count and the time left in the window.
-    pub async fn count_failure(&self, key: CacheKey, window: Duration) -> Option<(u64, Duration)> {
-        let counter = format!("{}t:{}", self.prefix, key.to_hex());
-        let window_ms = window.as_millis().max(1) as u64;
-        self.bounded("count failure", async move {
-            let mut conn = self.connection().await?;
-            let (count, ttl_ms): (u64, i64) = redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&counter)
+    /// Counts one failure under `key` in a fixed window that starts with the first one, in
+    /// the background: `then` gets the shared count and the time left in the window once
+    /// Redis has answered, and is dropped if it fails. Failures that arrive together share
+    /// one round trip; a deny no longer waits for it (a flood from many addresses spent a
+    /// third of its time there).
+    pub fn count_failure(&self, key: CacheKey, window: Duration, then: SharedCount) {
+        let failure = Failure {
+            counter: format!("{}t:{}", self.prefix, key.to_hex()),
+            window_ms: window.as_millis().max(1) as u64,
+            then,
+        };
+        // A full queue means Redis is behind: the in-process count stands alone.
+        let _ = self.failures.try_send(failure);
+    }
+
+    /// One atomic pipeline for `failures`: each counter is created with its window, then
+    /// incremented, then its time left read.
+    async fn count_together(&self, failures: &[Failure]) -> Result<Vec<(u64, Duration)>, String> {
+        let mut conn = self.connection().await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for failure in failures {
+            pipe.cmd("SET")
+                .arg(&failure.counter)
                 .arg(0)
                 .arg("NX")
                 .arg("PX")
-                .arg(window_ms)
+                .arg(failure.window_ms)
                 .ignore()
                 .cmd("INCR")
-                .arg(&counter)
+                .arg(&failure.counter)
                 .cmd("PTTL")
-                .arg(&counter)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((count, Duration::from_millis(ttl_ms.max(0) as u64)))
-        })
-        .await
+                .arg(&failure.counter);
+        }
+        let replies: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(replies
+            .chunks_exact(2)
+            .map(|pair| {
+                let (count, ttl_ms) = (pair[0], pair[1]);
+                (
+                    u64::try_from(count).unwrap_or(0),
+                    Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+                )
+            })
+            .collect())
     }
 
     /// Drops every entry indexed under `user_id`.
@@ -248,5 +291,22 @@ impl RedisTier {
                 "Redis unavailable or slow; deciding from the in-process tier and the database"
             );
         }
+    }
+}
+
+/// Counts the queued failures, all that have arrived in one round trip, until the tier is
+/// dropped, and hands each its shared count (none if Redis failed).
+async fn count_failures(tier: Weak<RedisTier>, mut pending: mpsc::Receiver<Failure>) {
+    let mut batch = Vec::with_capacity(FAILURES_PER_TRIP);
+    while pending.recv_many(&mut batch, FAILURES_PER_TRIP).await > 0 {
+        let Some(tier) = tier.upgrade() else { return };
+        let counts = tier
+            .bounded("count failures", tier.count_together(&batch))
+            .await
+            .unwrap_or_default();
+        for (failure, (count, remaining)) in batch.drain(..).zip(counts) {
+            (failure.then)(count, remaining);
+        }
+        batch.clear();
     }
 }
