@@ -90,7 +90,7 @@ pub struct ServeArgs {
     /// Seconds an unknown key, token or wrong password stays cached.
     #[arg(long, env = "AUTHZ_NEGATIVE_CACHE_TTL", default_value_t = 10)]
     pub negative_cache_ttl: u64,
-    /// Entries in the in-process cache tier; 0 keeps none in process.
+    /// Entries in the in-process cache tier (at most 10,000,000); 0 keeps none in process.
     #[arg(long, env = "AUTHZ_L1_CAPACITY", default_value_t = 100_000)]
     pub l1_capacity: u64,
     /// LISTEN for the invalidations that `install-triggers` sends (off on a hot standby,

@@ -16,6 +16,9 @@ use crate::envoy::ResponseOptions;
 use crate::store::StoreOptions;
 use crate::throttle::ThrottleOptions;
 
+/// Most in-process cache entries: about 220 B each, so 2 GB at this bound.
+pub const MAX_L1_CAPACITY: u64 = 10_000_000;
+
 /// Exit code for a configuration or usage error (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 
@@ -208,6 +211,10 @@ impl ServeConfig {
         if args.decision_timeout_ms == 0 {
             errors.push("--decision-timeout-ms must be at least 1".to_owned());
         }
+        // The in-process tier reserves its table up front.
+        if args.l1_capacity > MAX_L1_CAPACITY {
+            errors.push(format!("--l1-capacity must be at most {MAX_L1_CAPACITY}"));
+        }
         let decision = DecisionConfig::from_args(&args.decision, &mut errors);
         match (listen, decision) {
             (Some(listen), Some(decision)) if errors.is_empty() => Ok(Self {
@@ -322,6 +329,15 @@ mod tests {
             "{summary}"
         );
         assert!(!format!("{config:?}").contains("s3cr3t-pw"));
+    }
+
+    #[test]
+    fn l1_capacity_is_bounded() {
+        let database = ["--database-url", "postgres://db.example/redmine"];
+        let errors =
+            serve(&[&database[..], &["--l1-capacity", "1000000000000"]].concat()).unwrap_err();
+        assert_eq!(errors.0, ["--l1-capacity must be at most 10000000"]);
+        assert!(serve(&[&database[..], &["--l1-capacity", "10000000"]].concat()).is_ok());
     }
 
     #[test]
