@@ -255,27 +255,26 @@ fn shared_backends(
     Ok((Arc::new(hasher), redis))
 }
 
-/// Evicts what notifications name; a settings change re-reads settings at once. Keeps the
-/// API key filter in step with the listener: loaded once it listens, off while it cannot.
-/// Notifications that arrive during a load wait in the channel and are applied after it.
+/// Evicts what notifications name, all that have arrived at once together; a settings
+/// change re-reads settings at once. Keeps the API key filter in step with the listener:
+/// loaded once it listens, off while it cannot, and given each user's new key. Notifications
+/// that arrive during a load wait in the channel and are applied after it.
 async fn apply_invalidations(
     mut events: tokio::sync::mpsc::Receiver<Invalidation>,
     cache: Arc<CachedDirectory<Store>>,
     store: Store,
     settings_wake: Arc<Notify>,
 ) {
-    while let Some(event) = events.recv().await {
-        tracing::debug!(?event, "invalidation");
-        match event {
-            Invalidation::Listening => store.load_key_filter().await,
-            Invalidation::NotListening => store.lose_key_filter(),
-            Invalidation::User(user_id) => {
-                cache.invalidate(event).await;
-                store.note_key_change(user_id).await;
-            }
-            Invalidation::Settings | Invalidation::All => {
-                settings_wake.notify_one();
-                cache.invalidate(event).await;
+    let mut arrived = Vec::new();
+    while events.recv_many(&mut arrived, 256).await > 0 {
+        tracing::debug!(events = arrived.len(), "invalidations");
+        cache.invalidate(&arrived).await;
+        for event in arrived.drain(..) {
+            match event {
+                Invalidation::Listening => store.load_key_filter().await,
+                Invalidation::NotListening => store.lose_key_filter(),
+                Invalidation::User(user_id) => store.note_key_change(user_id).await,
+                Invalidation::Settings | Invalidation::All => settings_wake.notify_one(),
             }
         }
     }

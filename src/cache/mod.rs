@@ -9,6 +9,7 @@ mod key;
 mod redis;
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,35 +326,54 @@ impl<D: Directory> CachedDirectory<D> {
         }
     }
 
-    /// Applies a notification from the database.
-    pub async fn invalidate(&self, event: Invalidation) {
-        self.stats.evictions.inc();
+    /// Applies the notifications that arrived together. Settings are not cached here (the
+    /// settings watch re-reads them); the listener's own state concerns the key filter.
+    pub async fn invalidate(&self, events: &[Invalidation]) {
+        let mut users = HashSet::new();
+        let mut all = false;
+        for event in events {
+            match event {
+                Invalidation::User(user_id) => _ = users.insert(*user_id),
+                Invalidation::All => all = true,
+                Invalidation::Settings => {}
+                Invalidation::Listening | Invalidation::NotListening => continue,
+            }
+            self.stats.evictions.inc();
+        }
+        if !all && users.is_empty() {
+            return;
+        }
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.evict(event).await;
+        if all {
+            self.evict_all().await;
+        } else {
+            self.evict_users(&users).await;
+        }
         // Lookups that began mid-eviction may have read Redis before it was cleared.
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Redis first, then L1: a lookup between the two refills L1 from the database.
-    async fn evict(&self, event: Invalidation) {
-        match event {
-            Invalidation::User(user_id) => {
-                if let Some(redis) = &self.redis {
-                    redis.evict_user(user_id).await;
-                }
-                self.l1
-                    .retain(|_, entry| entry.answer.user_id() != Some(user_id));
-            }
-            // Settings are not cached here; the settings watch re-reads them. The listener's
-            // own state concerns the API key filter (`app`).
-            Invalidation::Settings | Invalidation::Listening | Invalidation::NotListening => {}
-            Invalidation::All => {
-                if let Some(redis) = &self.redis {
-                    redis.evict_all().await;
-                }
-                self.l1.clear();
+    /// Redis first, then L1: a lookup between the two refills L1 from the database. One pass
+    /// over L1 for all the users: a pass per notification stalled Checks in bulk updates.
+    async fn evict_users(&self, users: &HashSet<i64>) {
+        if let Some(redis) = &self.redis {
+            for &user_id in users {
+                redis.evict_user(user_id).await;
             }
         }
+        self.l1.retain(|_, entry| {
+            entry
+                .answer
+                .user_id()
+                .is_none_or(|user_id| !users.contains(&user_id))
+        });
+    }
+
+    async fn evict_all(&self) {
+        if let Some(redis) = &self.redis {
+            redis.evict_all().await;
+        }
+        self.l1.clear();
     }
 }
 

@@ -105,10 +105,6 @@ impl KnownKeys {
         Ok(())
     }
 
-    pub fn in_sync(&self) -> bool {
-        self.current().is_some()
-    }
-
     fn current(&self) -> Option<Arc<AtomicBloomFilter>> {
         self.filter
             .read()
@@ -170,7 +166,6 @@ mod tests {
     #[test]
     fn out_of_sync_refuses_nothing() {
         let keys = KnownKeys::new(0);
-        assert!(!keys.in_sync());
         assert!(!keys.refuses("0123456789abcdef0123456789abcdef01234567"));
     }
 }

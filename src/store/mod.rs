@@ -103,10 +103,6 @@ impl Store {
         self.known_keys.lose_sync();
     }
 
-    pub fn key_filter_in_sync(&self) -> bool {
-        self.known_keys.in_sync()
-    }
-
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()

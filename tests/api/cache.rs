@@ -235,6 +235,26 @@ async fn last_login_updates_do_not_evict() {
     assert_eq!(lookups(&app), 1);
 }
 
+#[tokio::test]
+async fn a_bulk_update_evicts_every_user_it_touches() {
+    let app = spawn_app(&["--cache-ttl", "600"]).await;
+    let with_key = |login| get("/issues.json").header("x-redmine-api-key", demo_key(login));
+    for login in ["alice", "mona", "admin", "tina"] {
+        app.check(with_key(login)).await;
+    }
+    // One statement, three notifications, applied together in one pass over the cache.
+    app.exec("UPDATE users SET status = 3 WHERE login IN ('alice', 'mona', 'admin')")
+        .await;
+    for login in ["alice", "mona", "admin"] {
+        app.until_status(with_key(login), 401, Duration::from_secs(1))
+            .await;
+    }
+    // The user the update did not touch keeps her entry.
+    let before = lookups(&app);
+    app.check(with_key("tina")).await;
+    assert_eq!(lookups(&app), before);
+}
+
 /// A private Redis on its own port, killed when dropped.
 struct PrivateRedis {
     port: u16,
