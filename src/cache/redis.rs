@@ -250,18 +250,25 @@ impl RedisTier {
         operation: &'static str,
         call: impl Future<Output = Result<T, String>> + Send + 'a,
     ) -> impl Future<Output = Option<T>> + Send + 'a {
-        let call = Box::pin(call);
         let span = tracing::info_span!(
             "redis",
             otel.kind = "client",
             db.system = "redis",
             db.operation.name = operation
         );
+        self.timed(operation, call).instrument(span)
+    }
+
+    /// `bounded` without a span: for the failure counts, which belong to no one Check and
+    /// would otherwise be a root span per round trip.
+    fn timed<'a, T: 'a>(
+        &'a self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, String>> + Send + 'a,
+    ) -> impl Future<Output = Option<T>> + Send + 'a {
+        let call = Box::pin(call);
         async move {
-            match tokio::time::timeout(self.timeout, call)
-                .instrument(span)
-                .await
-            {
+            match tokio::time::timeout(self.timeout, call).await {
                 Ok(Ok(value)) => Some(value),
                 Ok(Err(_)) | Err(_) => {
                     self.failed(operation);
@@ -301,7 +308,7 @@ async fn count_failures(tier: Weak<RedisTier>, mut pending: mpsc::Receiver<Failu
     while pending.recv_many(&mut batch, FAILURES_PER_TRIP).await > 0 {
         let Some(tier) = tier.upgrade() else { return };
         let counts = tier
-            .bounded("count failures", tier.count_together(&batch))
+            .timed("count failures", tier.count_together(&batch))
             .await
             .unwrap_or_default();
         for (failure, (count, remaining)) in batch.drain(..).zip(counts) {
