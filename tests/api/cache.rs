@@ -145,6 +145,18 @@ async fn concurrent_misses_make_one_query() {
 }
 
 #[tokio::test]
+async fn concurrent_misses_coalesce_with_the_in_process_tier_off() {
+    let app = spawn_app(&["--l1-capacity", "0"]).await;
+    let verdicts = futures::future::join_all((0..64).map(|_| app.check(alice_key()))).await;
+    for verdict in verdicts {
+        verdict.assert_user("alice", "api-key");
+    }
+    assert_eq!(lookups(&app), 1, "64 concurrent misses for one key");
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    assert_eq!(lookups(&app), 2, "nothing kept in process");
+}
+
+#[tokio::test]
 async fn triggers_evict_within_a_second() {
     // Settings are re-read only every minute here: the trigger must do it.
     let prefix = redis_prefix();
