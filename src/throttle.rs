@@ -151,10 +151,6 @@ impl Throttle {
 
     fn count(&self, counted: Counted, window: Duration) {
         let now = self.clock.now();
-        let shared_key = match &counted {
-            Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
-            Counted::Login(key) => *key,
-        };
         let fresh = || {
             Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Window {
                 failures: 0,
@@ -175,6 +171,10 @@ impl Throttle {
         // The shared count raises this one when Redis answers, moments after the deny.
         // Redis down: the in-process count stands alone.
         let Some(redis) = &self.redis else { return };
+        let shared_key = match &counted {
+            Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
+            Counted::Login(key) => *key,
+        };
         let raise = move |shared: u64, remaining: Duration| {
             let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
             if shared > local.failures {
