@@ -45,13 +45,12 @@ impl KnownKeys {
     /// Whether `key` may be refused without a lookup: the filter is in sync, has never seen
     /// it, and unknown keys are arriving faster than the threshold.
     pub fn refuses(&self, key: &str) -> bool {
-        let Some(filter) = self.current() else {
-            return false;
+        // Read under the lock, without cloning the Arc: this runs on every API-key Check.
+        let unseen = match &*self.filter.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(filter) => !filter.contains(key),
+            None => return false,
         };
-        if filter.contains(key) {
-            return false;
-        }
-        self.unknown.count() > self.refuse_above
+        unseen && self.unknown.count() > self.refuse_above
     }
 
     /// Notifications may be missed from now on: stop refusing until the next load.
