@@ -257,8 +257,9 @@ fn shared_backends(
 
 /// Evicts what notifications name, all that have arrived at once together; a settings
 /// change re-reads settings at once. Keeps the API key filter in step with the listener:
-/// loaded once it listens, off while it cannot, and given each user's new key. Notifications
-/// that arrive during a load wait in the channel and are applied after it.
+/// loaded once it listens, off while it cannot, and given the named users' keys (after the
+/// listener's events: adding keys is always safe, and a load would include them anyway).
+/// Notifications that arrive during a load wait in the channel and are applied after it.
 async fn apply_invalidations(
     mut events: tokio::sync::mpsc::Receiver<Invalidation>,
     cache: Arc<CachedDirectory<Store>>,
@@ -269,14 +270,16 @@ async fn apply_invalidations(
     while events.recv_many(&mut arrived, 256).await > 0 {
         tracing::debug!(events = arrived.len(), "invalidations");
         cache.invalidate(&arrived).await;
+        let mut users = Vec::new();
         for event in arrived.drain(..) {
             match event {
                 Invalidation::Listening => store.load_key_filter().await,
                 Invalidation::NotListening => store.lose_key_filter(),
-                Invalidation::User(user_id) => store.note_key_change(user_id).await,
+                Invalidation::User(user_id) => users.push(user_id),
                 Invalidation::Settings | Invalidation::All => settings_wake.notify_one(),
             }
         }
+        store.note_key_changes(&users).await;
     }
 }
 

@@ -88,14 +88,17 @@ impl KnownKeys {
         Ok(loaded)
     }
 
-    /// A user's keys changed: adds their current API key (a reset key's old value stays
-    /// until the next load, which only costs it a lookup).
-    pub async fn add_user(&self, pool: &PgPool, user_id: i64) -> Result<(), sqlx::Error> {
+    /// These users' keys changed: adds their current API keys, in one query (a reset key's
+    /// old value stays until the next load, which only costs it a lookup).
+    pub async fn add_users(&self, pool: &PgPool, user_ids: &[i64]) -> Result<(), sqlx::Error> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
         let Some(filter) = self.current() else {
             return Ok(());
         };
-        let keys: Vec<String> = sqlx::query_scalar(queries::API_KEYS_OF_USER)
-            .bind(user_id)
+        let keys: Vec<String> = sqlx::query_scalar(queries::API_KEYS_OF_USERS)
+            .bind(user_ids)
             .fetch_all(pool)
             .await?;
         for key in &keys {

@@ -89,10 +89,10 @@ impl Store {
         }
     }
 
-    /// A user's keys may have changed: their current key joins the filter. Should that
+    /// These users' keys may have changed: their current keys join the filter. Should that
     /// fail, the filter is reloaded, or left off until the listener reconnects.
-    pub async fn note_key_change(&self, user_id: i64) {
-        if let Err(error) = self.known_keys.add_user(&self.pool, user_id).await {
+    pub async fn note_key_changes(&self, user_ids: &[i64]) {
+        if let Err(error) = self.known_keys.add_users(&self.pool, user_ids).await {
             tracing::warn!(error = %describe(&error), "cannot update the API key filter; reloading it");
             self.load_key_filter().await;
         }

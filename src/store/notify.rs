@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 /// The channel the triggers notify.
 pub const CHANNEL: &str = "redmine_authz";
 
-/// What a notification says must be forgotten.
+/// What the listener reports: what a notification says must be forgotten, and whether
+/// every notification is arriving (the API key filter depends on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidation {
     /// Everything cached about this user (row, keys, tokens) is stale.

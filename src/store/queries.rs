@@ -47,7 +47,8 @@ pub const API_KEY_COUNT: &str = "SELECT count(*) FROM tokens WHERE action = 'api
 
 pub const API_KEYS: &str = "SELECT value FROM tokens WHERE action = 'api'";
 
-pub const API_KEYS_OF_USER: &str = "SELECT value FROM tokens WHERE action = 'api' AND user_id = $1";
+pub const API_KEYS_OF_USERS: &str =
+    "SELECT value FROM tokens WHERE action = 'api' AND user_id = ANY($1)";
 
 /// The newest row wins when a setting was written twice.
 pub const SETTINGS: &str = "SELECT DISTINCT ON (name) name, value FROM settings \

@@ -154,3 +154,27 @@ async fn a_key_added_while_the_listener_reconnects_works() {
     until_filter_loaded(&app).await;
     assert!(refusals(&app) > before);
 }
+
+#[tokio::test]
+async fn keys_added_in_one_statement_all_work() {
+    let app = spawn_app(&["--key-filter-above", "0"]).await;
+    until_filter_loaded(&app).await;
+    let alice = app.user_id("alice").await;
+    app.exec(&format!(
+        "DELETE FROM tokens WHERE user_id = {alice} AND action = 'api'"
+    ))
+    .await;
+    // One statement, one notification per user, applied to the filter in one query.
+    app.exec(
+        "INSERT INTO tokens (user_id, action, value, created_on, updated_on) \
+         SELECT id, 'api', 'c0ffee' || lpad(id::text, 34, '0'), now(), now() \
+         FROM users WHERE login IN ('alice', 'bob')",
+    )
+    .await;
+    for login in ["alice", "bob"] {
+        let id = app.user_id(login).await;
+        let key = format!("c0ffee{id:034}");
+        app.until_status(with_key(&key), 200, Duration::from_secs(1))
+            .await;
+    }
+}
