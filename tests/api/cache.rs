@@ -147,7 +147,22 @@ async fn concurrent_misses_make_one_query() {
 #[tokio::test]
 async fn concurrent_misses_coalesce_with_the_in_process_tier_off() {
     let app = spawn_app(&["--l1-capacity", "0"]).await;
-    let verdicts = futures::future::join_all((0..64).map(|_| app.check(alice_key()))).await;
+    // The lookup is held until every Check has arrived: with nothing kept in process, a
+    // Check that arrived after the lookup ended would rightly look up again.
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let release = async {
+        while lookups(&app) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock.commit().await.unwrap();
+    };
+    let checks = futures::future::join_all((0..64).map(|_| app.check(alice_key())));
+    let (verdicts, ()) = tokio::join!(checks, release);
     for verdict in verdicts {
         verdict.assert_user("alice", "api-key");
     }
