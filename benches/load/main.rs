@@ -157,16 +157,9 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Cached valid keys at 2,000/s alongside a saturating flood, as the flood scenario runs
-/// them: prints the valid Checks' latency.
+/// Cached valid keys at 2,000/s alone, then alongside a saturating flood, as the flood
+/// scenario runs them: prints the valid Checks' latency both ways and the p99 ratio.
 async fn drive_valid_in_flood(args: &DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let flood_clients = loadgen::connect(args.port, 4).await?;
-    let flood_spec = LoadSpec::saturating(u64::MAX, args.seconds + 1);
-    let flooding = tokio::spawn(async move {
-        let random: RequestSource = Arc::new(|_| requests::flood_key());
-        loadgen::run(&flood_clients, &flood_spec, random, Expect::AnyDeny).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let valid_clients = loadgen::connect(args.port, 1).await?;
     let paced = LoadSpec {
         connections: 1,
@@ -175,22 +168,28 @@ async fn drive_valid_in_flood(args: &DriveArgs) -> Result<(), Box<dyn std::error
         max_duration: Duration::from_secs(args.seconds + 2),
         rate: Some(2_000.0),
     };
-    let valid = loadgen::run(
-        &valid_clients,
-        &paced,
-        cycle(key_requests(1..=args.keys)),
-        Expect::Allow,
-    )
-    .await;
+    let valid = cycle(key_requests(1..=args.keys));
+    let alone = loadgen::run(&valid_clients, &paced, valid.clone(), Expect::Allow).await;
+    let random: RequestSource = Arc::new(|_| requests::flood_key());
+    let flood_spec = LoadSpec::saturating(u64::MAX, args.seconds + 1);
+    let flood_clients = loadgen::connect(args.port, 4).await?;
+    let flooding = tokio::spawn(async move {
+        loadgen::run(&flood_clients, &flood_spec, random, Expect::AnyDeny).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = loadgen::run(&valid_clients, &paced, valid, Expect::Allow).await;
     let flood = flooding.await?;
+    let p99 = |r: &loadgen::LoadResult| r.histogram.value_at_quantile(0.99) / 1_000;
     eprintln!(
-        "valid-in-flood: valid {:.0}/s p50 {} µs p99 {} µs p99.9 {} µs; flood {:.0}/s; unexpected {}",
-        valid.per_second(),
-        valid.histogram.value_at_quantile(0.5) / 1_000,
-        valid.histogram.value_at_quantile(0.99) / 1_000,
-        valid.histogram.value_at_quantile(0.999) / 1_000,
+        "valid-in-flood: alone p50 {} p99 {} µs; during p50 {} p99 {} p99.9 {} µs = {:.2}x; flood {:.0}/s; unexpected {}",
+        alone.histogram.value_at_quantile(0.5) / 1_000,
+        p99(&alone),
+        during.histogram.value_at_quantile(0.5) / 1_000,
+        p99(&during),
+        during.histogram.value_at_quantile(0.999) / 1_000,
+        p99(&during) as f64 / p99(&alone) as f64,
         flood.per_second(),
-        valid.unexpected + flood.unexpected
+        alone.unexpected + during.unexpected + flood.unexpected
     );
     Ok(())
 }
@@ -367,6 +366,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     // The floor, with the same request as the cache-hit scenario.
     eprintln!("floor");
+    let floor_in_flood;
     let floor = {
         let server = Server::floor(&args.floor, &args.server_core, &bench.logs).await;
         let spec = bench.lengths.saturating(400_000, 8);
@@ -383,6 +383,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         if let Some(check) = h2load_check(&server, &floor, &bench).await {
             notes.push(check);
         }
+        // The same paced valid Checks, alone and during the same saturating flood as the
+        // gate's: what the gRPC stack alone does to their latency (it allows the flood).
+        floor_in_flood = valid_in_flood(&bench, &server, "floor_", &hot_keys, Expect::Allow).await;
         floor
     };
 
@@ -592,10 +595,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     checks.push(Check::new(
         "Valid cached users' p99 during the flood",
         format!(
-            "{:.0} µs vs {:.0} µs without = {:.2}x",
+            "{:.0} µs vs {:.0} µs without = {:.2}x (the floor, flooded alike: {:.0} µs vs {:.0} µs = {:.2}x)",
             during.p99(),
             alone.p99(),
-            during.p99() / alone.p99()
+            during.p99() / alone.p99(),
+            floor_in_flood.1.p99(),
+            floor_in_flood.0.p99(),
+            floor_in_flood.1.p99() / floor_in_flood.0.p99()
         ),
         "<= 2x without the flood",
         during.p99() <= 2.0 * alone.p99(),
@@ -603,6 +609,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     scenarios.push(flood.0);
     scenarios.push(alone);
     scenarios.push(during);
+    scenarios.push(floor_in_flood.0);
+    scenarios.push(floor_in_flood.1);
 
     // Memory: idle, then with MEMORY_PRINCIPALS cached principals (in-process tier only).
     eprintln!("memory");
@@ -745,10 +753,6 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
     let pool = POOL.to_string();
     flags.extend(["--db-max-connections", &pool]);
     let server = bench.gate(10_000, &flags, "flood").await;
-    // From random addresses, as a botnet would: throttling, which stops a flood from one
-    // address after its first failures, cannot help, so every key is looked up.
-    let random: RequestSource = Arc::new(|_| requests::flood_key());
-
     let most = Arc::new(AtomicI64::new(0));
     let sampler = tokio::spawn(sample_active_queries(
         common::database_url(&common::database_name(10_000)),
@@ -763,7 +767,7 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
             ),
             2_000,
             &bench.lengths.saturating(150_000, 8),
-            random.clone(),
+            Arc::new(|_| requests::flood_key()),
             Expect::AnyDeny,
         )
         .await
@@ -772,13 +776,26 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
     let most = most.load(Ordering::Relaxed);
     eprintln!("  most database queries at once: {most}");
 
+    let (alone, during) = valid_in_flood(bench, &server, "", hot_keys, Expect::AnyDeny).await;
+    ((flood, most), alone, during)
+}
+
+/// Valid cached keys paced at 2,000/s on their own connection, without and then during a
+/// saturating flood of random invalid keys (closed loop, as the flood scenario).
+async fn valid_in_flood(
+    bench: &Bench,
+    server: &Server,
+    prefix: &str,
+    hot_keys: &[CheckRequest],
+    flood_answer: Expect,
+) -> (Scenario, Scenario) {
     let valid = cycle(hot_keys.to_vec());
     let paced = bench.lengths.paced(2_000.0, 6, 1, 8);
     let alone = bench
         .measure(
-            &server,
+            server,
             (
-                "valid_paced_alone",
+                &format!("{prefix}valid_paced_alone"),
                 "cached valid keys at 2,000/s, no flood",
             ),
             2_000,
@@ -792,15 +809,18 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
         max_duration: paced.max_duration,
         ..bench.lengths.saturating(10_000_000, 8)
     };
+    // From random addresses, as a botnet would: throttling, which stops a flood from one
+    // address after its first failures, cannot help, so every key is looked up.
+    let random: RequestSource = Arc::new(|_| requests::flood_key());
     let flooding = tokio::spawn(async move {
-        loadgen::run(&flood_clients, &flood_spec, random, Expect::AnyDeny).await
+        loadgen::run(&flood_clients, &flood_spec, random, flood_answer).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = bench
         .measure(
-            &server,
+            server,
             (
-                "valid_paced_in_flood",
+                &format!("{prefix}valid_paced_in_flood"),
                 "cached valid keys at 2,000/s during the flood",
             ),
             0,
@@ -810,11 +830,8 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
         )
         .await;
     let flood_during = flooding.await.expect("flood");
-    eprintln!(
-        "  flood alongside: {:.0} denies/s",
-        flood_during.per_second()
-    );
-    ((flood, most), alone, during)
+    eprintln!("  flood alongside: {:.0}/s", flood_during.per_second());
+    (alone, during)
 }
 
 /// Polls pg_stat_activity for the gate's active queries (LISTEN excluded), keeping the most.
