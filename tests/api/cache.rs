@@ -155,7 +155,12 @@ async fn concurrent_misses_coalesce_with_the_in_process_tier_off() {
         .await
         .unwrap();
     let release = async {
+        let started = std::time::Instant::now();
         while lookups(&app) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no lookup began"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
