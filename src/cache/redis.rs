@@ -311,9 +311,9 @@ async fn count_failures(tier: Weak<RedisTier>, mut pending: mpsc::Receiver<Failu
             .timed("count failures", tier.count_together(&batch))
             .await
             .unwrap_or_default();
+        // Draining empties the batch even when Redis gave no counts (the rest are dropped).
         for (failure, (count, remaining)) in batch.drain(..).zip(counts) {
             (failure.then)(count, remaining);
         }
-        batch.clear();
     }
 }
