@@ -19,6 +19,10 @@ mod report;
 mod requests;
 mod soak;
 
+// As the gate and the floor do: the generator must not be slower than the server it measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -137,7 +141,7 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
         "wrong-key" => (cycle(vec![requests::wrong_key_query()]), Expect::AnyDeny),
         "flood" => (
-            Arc::new(|_| requests::flood_key()) as RequestSource,
+            Arc::new(|_| requests::encode(&requests::flood_key())) as RequestSource,
             Expect::AnyDeny,
         ),
         _ => (cycle(key_requests(1..=args.keys)), Expect::Allow),
@@ -170,7 +174,7 @@ async fn drive_valid_in_flood(args: &DriveArgs) -> Result<(), Box<dyn std::error
     };
     let valid = cycle(key_requests(1..=args.keys));
     let alone = loadgen::run(&valid_clients, &paced, valid.clone(), Expect::Allow).await;
-    let random: RequestSource = Arc::new(|_| requests::flood_key());
+    let random: RequestSource = Arc::new(|_| requests::encode(&requests::flood_key()));
     let flood_spec = LoadSpec::saturating(u64::MAX, args.seconds + 1);
     let flood_clients = loadgen::connect(args.port, 4).await?;
     let flooding = tokio::spawn(async move {
@@ -305,9 +309,10 @@ impl Bench {
     }
 }
 
+/// The requests, encoded once, over and over.
 fn cycle(requests: Vec<CheckRequest>) -> RequestSource {
-    let requests = Arc::new(requests);
-    Arc::new(move |i| requests[(i % requests.len() as u64) as usize].clone())
+    let encoded: Arc<Vec<_>> = Arc::new(requests.iter().map(requests::encode).collect());
+    Arc::new(move |i| encoded[(i % encoded.len() as u64) as usize].clone())
 }
 
 fn key_requests(range: impl Iterator<Item = u64>) -> Vec<CheckRequest> {
@@ -625,7 +630,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         };
         let clients = loadgen::connect(server.port, 4).await?;
         let spec = LoadSpec::saturating(principals, 120);
-        let source: RequestSource = Arc::new(|i| requests::api_key(&common::bench_key(i + 1)));
+        let source: RequestSource = Arc::new(|i| requests::encode(&requests::api_key(&common::bench_key(i + 1))));
         let filled = loadgen::run(&clients, &spec, source, Expect::Allow).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let full = server.rss_bytes();
@@ -767,7 +772,7 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
             ),
             2_000,
             &bench.lengths.saturating(150_000, 8),
-            Arc::new(|_| requests::flood_key()),
+            Arc::new(|_| requests::encode(&requests::flood_key())),
             Expect::AnyDeny,
         )
         .await
@@ -811,7 +816,7 @@ async fn valid_in_flood(
     };
     // From random addresses, as a botnet would: throttling, which stops a flood from one
     // address after its first failures, cannot help, so every key is looked up.
-    let random: RequestSource = Arc::new(|_| requests::flood_key());
+    let random: RequestSource = Arc::new(|_| requests::encode(&requests::flood_key()));
     let flooding = tokio::spawn(async move {
         loadgen::run(&flood_clients, &flood_spec, random, flood_answer).await
     });

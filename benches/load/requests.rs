@@ -107,6 +107,12 @@ pub fn random_key() -> String {
     hex::encode(bytes)
 }
 
+/// The request as the load generator sends it, encoded once.
+pub fn encode(request: &CheckRequest) -> bytes::Bytes {
+    use prost::Message as _;
+    request.encode_to_vec().into()
+}
+
 /// The body h2load sends: one gRPC message frame (not compressed, 4-byte length, message).
 pub fn grpc_frame(request: &CheckRequest) -> Vec<u8> {
     use prost::Message as _;
