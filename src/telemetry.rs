@@ -15,7 +15,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt as _};
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt as _, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -336,9 +336,13 @@ where
             layers.push(Box::new(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
-                    .with_filter(filter_fn(|meta| {
-                        meta.is_span() && meta.target().starts_with("redmine_authz")
-                    })),
+                    .with_filter(
+                        filter_fn(|meta| {
+                            meta.is_span() && meta.target().starts_with("redmine_authz")
+                        })
+                        // Our spans are all info; see the audit filter below.
+                        .with_max_level_hint(LevelFilter::INFO),
+                    ),
             ));
             Some(provider)
         }
@@ -366,8 +370,11 @@ where
         .with_filter(EnvFilter::new(&config.log_filter).and(filter_fn(|meta| {
             meta.is_event() && meta.target() != AUDIT_TARGET
         })));
-    let audit =
-        AuditLayer(audit_writer).with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
+    // The level hint keeps the process-wide maximum level at the log filter's (info at most
+    // for audit lines): without it every trace-level span in h2 went through the filters.
+    let audit = AuditLayer(audit_writer).with_filter(
+        filter_fn(|meta| meta.target() == AUDIT_TARGET).with_max_level_hint(LevelFilter::INFO),
+    );
     vec![Box::new(logs), Box::new(audit)]
 }
 
