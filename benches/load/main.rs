@@ -630,7 +630,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         };
         let clients = loadgen::connect(server.port, 4).await?;
         let spec = LoadSpec::saturating(principals, 120);
-        let source: RequestSource = Arc::new(|i| requests::encode(&requests::api_key(&common::bench_key(i + 1))));
+        let source: RequestSource =
+            Arc::new(|i| requests::encode(&requests::api_key(&common::bench_key(i + 1))));
         let filled = loadgen::run(&clients, &spec, source, Expect::Allow).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let full = server.rss_bytes();

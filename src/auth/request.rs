@@ -160,7 +160,12 @@ impl Request {
     /// The extension is read as Rails routes the path: percent-decoded, trailing slashes
     /// dropped (`/issues.js%6Fn/` is the JSON API too).
     pub fn format(&self) -> Option<Format> {
-        let decoded = percent_encoding::percent_decode_str(&self.path).decode_utf8_lossy();
+        // Most paths have nothing to decode; this runs more than once per Check.
+        let decoded = if self.path.contains('%') {
+            percent_encoding::percent_decode_str(&self.path).decode_utf8_lossy()
+        } else {
+            std::borrow::Cow::Borrowed(self.path.as_str())
+        };
         let routed = decoded.trim_end_matches('/');
         let from_extension = routed
             .rsplit_once('.')

@@ -104,25 +104,21 @@ fn allowed(allow: &Allow, request: &Request, options: &ResponseOptions) -> Check
 }
 
 fn identity_headers(identity: &Identity, prefix: &str) -> Vec<(String, String)> {
+    // Concatenated, not format!ted: this runs on every allowed Check.
+    let name = |suffix: &str| [prefix, suffix].concat();
     let mut headers = vec![
-        (format!("{prefix}user-id"), identity.user_id.to_string()),
-        (format!("{prefix}user-login"), identity.login.clone()),
-        (format!("{prefix}user-admin"), identity.admin.to_string()),
-        (
-            format!("{prefix}method"),
-            identity.method.as_str().to_owned(),
-        ),
+        (name("user-id"), identity.user_id.to_string()),
+        (name("user-login"), identity.login.clone()),
+        (name("user-admin"), identity.admin.to_string()),
+        (name("method"), identity.method.as_str().to_owned()),
     ];
     if let Some(admin) = &identity.impersonator {
-        headers.push((format!("{prefix}impersonator"), admin.clone()));
+        headers.push((name("impersonator"), admin.clone()));
     }
     if let Some(oauth) = &identity.oauth {
-        headers.push((format!("{prefix}oauth-scopes"), oauth.scopes.join(" ")));
+        headers.push((name("oauth-scopes"), oauth.scopes.join(" ")));
         if let Some(application_id) = oauth.application_id {
-            headers.push((
-                format!("{prefix}oauth-application-id"),
-                application_id.to_string(),
-            ));
+            headers.push((name("oauth-application-id"), application_id.to_string()));
         }
     }
     headers
