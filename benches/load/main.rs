@@ -259,6 +259,21 @@ impl Bench {
         ]
     }
 
+    /// The floor again for a few seconds. This VM's speed drifts by up to a fifth within
+    /// minutes (noisy neighbours), so each target's ratio uses the floor measured just before
+    /// and just after its scenario, not only the one at the start of the run.
+    async fn floor_now(&self, floor: &Server, hot_keys: &[CheckRequest]) -> Scenario {
+        self.measure(
+            floor,
+            ("floor_now", "the floor again"),
+            5_000,
+            &self.lengths.saturating(150_000, 3),
+            cycle(hot_keys.to_vec()),
+            Expect::Allow,
+        )
+        .await
+    }
+
     /// Warms up, then measures `spec` against `server`, with the server's CPU share.
     async fn measure(
         &self,
@@ -372,12 +387,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The floor, with the same request as the cache-hit scenario.
     eprintln!("floor");
     let floor_in_flood;
+    // Kept running: the targets' ratios use the floor measured again around each scenario.
+    let floor_server = Server::floor(&args.floor, &args.server_core, &bench.logs).await;
     let floor = {
-        let server = Server::floor(&args.floor, &args.server_core, &bench.logs).await;
+        let server = &floor_server;
         let spec = bench.lengths.saturating(400_000, 8);
         let floor = bench
             .measure(
-                &server,
+                server,
                 ("floor", "constant allow (tonic alone)"),
                 20_000,
                 &spec,
@@ -385,12 +402,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Expect::Allow,
             )
             .await;
-        if let Some(check) = h2load_check(&server, &floor, &bench).await {
+        if let Some(check) = h2load_check(server, &floor, &bench).await {
             notes.push(check);
         }
         // The same paced valid Checks, alone and during the same saturating flood as the
         // gate's: what the gRPC stack alone does to their latency (it allows the flood).
-        floor_in_flood = valid_in_flood(&bench, &server, "floor_", &hot_keys, Expect::Allow).await;
+        floor_in_flood = valid_in_flood(&bench, server, "floor_", &hot_keys, Expect::Allow).await;
         floor
     };
 
@@ -400,7 +417,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let flags = bench.redis_flags("l1");
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = bench.gate(10_000, &flags, "api_key_l1").await;
-        bench
+        let before = bench.floor_now(&floor_server, &hot_keys).await;
+        let measured = bench
             .measure(
                 &server,
                 (
@@ -412,8 +430,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 cycle(hot_keys.clone()),
                 Expect::Allow,
             )
-            .await
-            .against_floor(&floor)
+            .await;
+        let after = bench.floor_now(&floor_server, &hot_keys).await;
+        measured.against_floor_around(&before, &after)
     };
     checks.push(Check::new(
         "API key, in-process hit: req/s",
@@ -443,7 +462,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         flags.extend(["--l1-capacity".into(), "0".into()]);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = bench.gate(10_000, &flags, "api_key_redis").await;
-        bench
+        let before = bench.floor_now(&floor_server, &hot_keys).await;
+        let measured = bench
             .measure(
                 &server,
                 ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
@@ -452,8 +472,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 cycle(hot_keys.clone()),
                 Expect::Allow,
             )
-            .await
-            .against_floor(&floor)
+            .await;
+        let after = bench.floor_now(&floor_server, &hot_keys).await;
+        measured.against_floor_around(&before, &after)
     };
     checks.push(Check::new(
         "API key, Redis hit: req/s",
@@ -533,7 +554,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 requests::basic(demo.login, demo.password)
             })
             .collect();
-        bench
+        let before = bench.floor_now(&floor_server, &hot_keys).await;
+        let measured = bench
             .measure(
                 &server,
                 ("basic_l1_hit", "Basic login:password, cache hit"),
@@ -542,8 +564,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 cycle(requests),
                 Expect::Allow,
             )
-            .await
-            .against_floor(&floor)
+            .await;
+        let after = bench.floor_now(&floor_server, &hot_keys).await;
+        measured.against_floor_around(&before, &after)
     };
     checks.push(Check::new(
         "Basic login:password, cache hit: req/s",
@@ -563,7 +586,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let server = bench
             .gate(10_000, &["--throttle-client-limit", "0"], "wrong_key")
             .await;
-        bench
+        let before = bench.floor_now(&floor_server, &hot_keys).await;
+        let measured = bench
             .measure(
                 &server,
                 (
@@ -575,12 +599,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 cycle(vec![requests::wrong_key_query()]),
                 Expect::Deny(401),
             )
-            .await
-            .against_floor(&floor)
+            .await;
+        let after = bench.floor_now(&floor_server, &hot_keys).await;
+        measured.against_floor_around(&before, &after)
     };
 
     // A flood of random invalid keys; production settings (L1 + Redis, pool of POOL).
-    let (flood, alone, during) = flood(&bench, &floor, &hot_keys).await;
+    let (flood, alone, during) = flood(&bench, &floor_server, &hot_keys).await;
     checks.push(Check::new(
         "Flood of random invalid keys: denies/s",
         format!(
@@ -753,7 +778,7 @@ type FloodOutcome = ((Scenario, i64), Scenario, Scenario);
 
 /// Valid cached users paced at 2,000/s without and during a flood, then the flood alone (with
 /// the most database queries seen at once).
-async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> FloodOutcome {
+async fn flood(bench: &Bench, floor: &Server, hot_keys: &[CheckRequest]) -> FloodOutcome {
     let flags = bench.redis_flags("flood");
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let pool = POOL.to_string();
@@ -767,6 +792,7 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
         common::database_url(&common::database_name(10_000)),
         most.clone(),
     ));
+    let before = bench.floor_now(floor, hot_keys).await;
     let flood = bench
         .measure(
             &server,
@@ -779,9 +805,10 @@ async fn flood(bench: &Bench, floor: &Scenario, hot_keys: &[CheckRequest]) -> Fl
             Arc::new(|_| requests::encode(&requests::flood_key())),
             Expect::AnyDeny,
         )
-        .await
-        .against_floor(floor);
+        .await;
     sampler.abort();
+    let after = bench.floor_now(floor, hot_keys).await;
+    let flood = flood.against_floor_around(&before, &after);
     let most = most.load(Ordering::Relaxed);
     eprintln!("  most database queries at once: {most}");
     ((flood, most), alone, during)
