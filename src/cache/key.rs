@@ -36,7 +36,11 @@ pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
     pub fn to_hex(self) -> String {
-        hex::encode(self.0)
+        // Into a buffer: hex::encode builds its String a char at a time (1.6k instructions
+        // for every Redis key in callgrind's flood profile; 0.7k this way).
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).expect("64 hex digits for 32 bytes");
+        String::from_utf8_lossy(&hex).into_owned()
     }
 }
 
@@ -95,9 +99,8 @@ mod tests {
             a.key(KeyKind::Bearer, &["t"]),
             a.key(KeyKind::Bearer, &["t"])
         );
-        assert!(!a
-            .key(KeyKind::ApiKey, &["visible-key"])
-            .to_hex()
-            .contains("visible"));
+        let visible = a.key(KeyKind::ApiKey, &["visible-key"]);
+        assert!(!visible.to_hex().contains("visible"));
+        assert_eq!(visible.to_hex(), hex::encode(visible.0));
     }
 }
