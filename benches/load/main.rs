@@ -865,6 +865,27 @@ async fn valid_in_flood(
         .await;
     let flood_during = flooding.await.expect("flood");
     eprintln!("  flood alongside: {:.0}/s", flood_during.per_second());
+    // The baseline again after the flood, keeping the run with the lower p99: a stall of
+    // this VM during one baseline run made the ratio read 1.15x (a pass) where the runs
+    // around it gave 2.9x and 3.8x. A stall rarely hits both runs.
+    let again = bench
+        .measure(
+            server,
+            (
+                &format!("{prefix}valid_paced_alone"),
+                "cached valid keys at 2,000/s, no flood (after it)",
+            ),
+            0,
+            &paced,
+            cycle(hot_keys.to_vec()),
+            Expect::Allow,
+        )
+        .await;
+    let alone = if again.p99() < alone.p99() {
+        again
+    } else {
+        alone
+    };
     (alone, during)
 }
 
