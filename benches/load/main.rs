@@ -259,16 +259,28 @@ impl Bench {
         ]
     }
 
-    /// The floor again for a few seconds. This VM's speed drifts by up to a fifth within
-    /// minutes (noisy neighbours), so each target's ratio uses the floor measured just before
-    /// and just after its scenario, not only the one at the start of the run.
-    async fn floor_now(&self, floor: &Server, hot_keys: &[CheckRequest]) -> Scenario {
+    /// Runs `measuring` between two short runs of the floor and takes its ratios against
+    /// them. This VM's speed drifts by up to a third within minutes (noisy neighbours), so a
+    /// floor from the start of the run alone would compare the gate with another machine.
+    async fn beside_floor(
+        &self,
+        floor: &Server,
+        measuring: impl std::future::Future<Output = Scenario>,
+    ) -> Scenario {
+        let before = self.floor_now(floor).await;
+        let measured = measuring.await;
+        let after = self.floor_now(floor).await;
+        measured.against_floor_around(&before, &after)
+    }
+
+    /// The floor again for 3 s, with the cache-hit scenario's requests.
+    async fn floor_now(&self, floor: &Server) -> Scenario {
         self.measure(
             floor,
             ("floor_now", "the floor again"),
             5_000,
             &self.lengths.saturating(150_000, 3),
-            cycle(hot_keys.to_vec()),
+            cycle(key_requests(1..=1_000)),
             Expect::Allow,
         )
         .await
@@ -417,22 +429,22 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let flags = bench.redis_flags("l1");
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = bench.gate(10_000, &flags, "api_key_l1").await;
-        let before = bench.floor_now(&floor_server, &hot_keys).await;
-        let measured = bench
-            .measure(
-                &server,
-                (
-                    "api_key_l1_hit",
-                    "API key, in-process cache hit (1,000 keys)",
+        bench
+            .beside_floor(
+                &floor_server,
+                bench.measure(
+                    &server,
+                    (
+                        "api_key_l1_hit",
+                        "API key, in-process cache hit (1,000 keys)",
+                    ),
+                    20_000,
+                    &bench.lengths.saturating(400_000, 8),
+                    cycle(hot_keys.clone()),
+                    Expect::Allow,
                 ),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(hot_keys.clone()),
-                Expect::Allow,
             )
-            .await;
-        let after = bench.floor_now(&floor_server, &hot_keys).await;
-        measured.against_floor_around(&before, &after)
+            .await
     };
     checks.push(Check::new(
         "API key, in-process hit: req/s",
@@ -462,19 +474,19 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         flags.extend(["--l1-capacity".into(), "0".into()]);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = bench.gate(10_000, &flags, "api_key_redis").await;
-        let before = bench.floor_now(&floor_server, &hot_keys).await;
-        let measured = bench
-            .measure(
-                &server,
-                ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
-                5_000,
-                &bench.lengths.saturating(300_000, 8),
-                cycle(hot_keys.clone()),
-                Expect::Allow,
+        bench
+            .beside_floor(
+                &floor_server,
+                bench.measure(
+                    &server,
+                    ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
+                    5_000,
+                    &bench.lengths.saturating(300_000, 8),
+                    cycle(hot_keys.clone()),
+                    Expect::Allow,
+                ),
             )
-            .await;
-        let after = bench.floor_now(&floor_server, &hot_keys).await;
-        measured.against_floor_around(&before, &after)
+            .await
     };
     checks.push(Check::new(
         "API key, Redis hit: req/s",
@@ -554,19 +566,19 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 requests::basic(demo.login, demo.password)
             })
             .collect();
-        let before = bench.floor_now(&floor_server, &hot_keys).await;
-        let measured = bench
-            .measure(
-                &server,
-                ("basic_l1_hit", "Basic login:password, cache hit"),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(requests),
-                Expect::Allow,
+        bench
+            .beside_floor(
+                &floor_server,
+                bench.measure(
+                    &server,
+                    ("basic_l1_hit", "Basic login:password, cache hit"),
+                    20_000,
+                    &bench.lengths.saturating(400_000, 8),
+                    cycle(requests),
+                    Expect::Allow,
+                ),
             )
-            .await;
-        let after = bench.floor_now(&floor_server, &hot_keys).await;
-        measured.against_floor_around(&before, &after)
+            .await
     };
     checks.push(Check::new(
         "Basic login:password, cache hit: req/s",
@@ -586,22 +598,22 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let server = bench
             .gate(10_000, &["--throttle-client-limit", "0"], "wrong_key")
             .await;
-        let before = bench.floor_now(&floor_server, &hot_keys).await;
-        let measured = bench
-            .measure(
-                &server,
-                (
-                    "wrong_key",
-                    "GET /users/current.json?key=wrong (negative cache)",
+        bench
+            .beside_floor(
+                &floor_server,
+                bench.measure(
+                    &server,
+                    (
+                        "wrong_key",
+                        "GET /users/current.json?key=wrong (negative cache)",
+                    ),
+                    20_000,
+                    &bench.lengths.saturating(400_000, 8),
+                    cycle(vec![requests::wrong_key_query()]),
+                    Expect::Deny(401),
                 ),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(vec![requests::wrong_key_query()]),
-                Expect::Deny(401),
             )
-            .await;
-        let after = bench.floor_now(&floor_server, &hot_keys).await;
-        measured.against_floor_around(&before, &after)
+            .await
     };
 
     // A flood of random invalid keys; production settings (L1 + Redis, pool of POOL).
@@ -792,23 +804,23 @@ async fn flood(bench: &Bench, floor: &Server, hot_keys: &[CheckRequest]) -> Floo
         common::database_url(&common::database_name(10_000)),
         most.clone(),
     ));
-    let before = bench.floor_now(floor, hot_keys).await;
     let flood = bench
-        .measure(
-            &server,
-            (
-                "flood_invalid_keys",
-                "random invalid keys (L1 + Redis, pool 16)",
+        .beside_floor(
+            floor,
+            bench.measure(
+                &server,
+                (
+                    "flood_invalid_keys",
+                    "random invalid keys (L1 + Redis, pool 16)",
+                ),
+                2_000,
+                &bench.lengths.saturating(150_000, 8),
+                Arc::new(|_| requests::encode(&requests::flood_key())),
+                Expect::AnyDeny,
             ),
-            2_000,
-            &bench.lengths.saturating(150_000, 8),
-            Arc::new(|_| requests::encode(&requests::flood_key())),
-            Expect::AnyDeny,
         )
         .await;
     sampler.abort();
-    let after = bench.floor_now(floor, hot_keys).await;
-    let flood = flood.against_floor_around(&before, &after);
     let most = most.load(Ordering::Relaxed);
     eprintln!("  most database queries at once: {most}");
     ((flood, most), alone, during)
