@@ -1,7 +1,7 @@
 //! Prometheus metrics for the admin port. Labels are bounded: outcome, method and reason
 //! come from closed enums, never from a login or a path.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::auth::Decision;
+use crate::auth::{AuthMethod, Decision, Reason};
 use crate::cache::CacheStats;
 use crate::throttle::Throttle;
 
@@ -20,6 +20,18 @@ struct DecisionLabels {
     outcome: &'static str,
     method: &'static str,
     reason: &'static str,
+}
+
+/// Room for every (outcome, method, reason); a variant past it falls back to the family.
+const METHOD_SLOTS: usize = 8;
+const REASON_SLOTS: usize = 32;
+const DECISION_SLOTS: usize = 2 * METHOD_SLOTS * REASON_SLOTS;
+
+fn decision_slot(allowed: bool, method: Option<AuthMethod>, reason: Reason) -> Option<usize> {
+    let method = method.map_or(0, |m| m as usize + 1);
+    let reason = reason as usize;
+    (method < METHOD_SLOTS && reason < REASON_SLOTS)
+        .then(|| (usize::from(allowed) * METHOD_SLOTS + method) * REASON_SLOTS + reason)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +45,9 @@ pub type PoolProbe = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
+    /// The family's counters, each looked up once: `get_or_create` takes a lock and hashes
+    /// three labels, on every Check.
+    decision_counters: Box<[OnceLock<Counter>]>,
     duration: Histogram,
     pool: Family<PoolLabels, Gauge>,
     pool_probe: Option<PoolProbe>,
@@ -93,6 +108,7 @@ impl Metrics {
         Self {
             registry,
             decisions,
+            decision_counters: (0..DECISION_SLOTS).map(|_| OnceLock::new()).collect(),
             duration,
             pool,
             pool_probe,
@@ -100,23 +116,22 @@ impl Metrics {
     }
 
     pub fn observe(&self, decision: &Decision, elapsed: Duration) {
-        let (outcome, method) = match decision {
-            Decision::Allow(allow) => (
-                "allow",
-                allow
-                    .identity
-                    .as_ref()
-                    .map_or("none", |i| i.method.as_str()),
-            ),
-            Decision::Deny(_) => ("deny", "none"),
+        let (allowed, method) = match decision {
+            Decision::Allow(allow) => (true, allow.identity.as_ref().map(|i| i.method)),
+            Decision::Deny(_) => (false, None),
         };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                outcome,
-                method,
-                reason: decision.reason().as_str(),
-            })
-            .inc();
+        let reason = decision.reason();
+        let labels = || DecisionLabels {
+            outcome: if allowed { "allow" } else { "deny" },
+            method: method.map_or("none", AuthMethod::as_str),
+            reason: reason.as_str(),
+        };
+        match decision_slot(allowed, method, reason).and_then(|i| self.decision_counters.get(i)) {
+            Some(slot) => slot
+                .get_or_init(|| self.decisions.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.decisions.get_or_create(&labels()).inc(),
+        };
         self.duration.observe(elapsed.as_secs_f64());
     }
 

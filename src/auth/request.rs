@@ -55,6 +55,11 @@ impl Headers {
         self.entries.push((name, value));
     }
 
+    /// Room for `additional` more headers, so moving a request's headers in grows once.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     pub fn push_not_utf8(&mut self, name: &str) {
         self.not_utf8.push(name.to_ascii_lowercase());
     }

@@ -81,6 +81,7 @@ fn sizes(each: impl Iterator<Item = usize>) -> (usize, usize, usize) {
 fn move_headers(http: attribute_context::HttpRequest, request: &mut Request) {
     match http.header_map.filter(|m| !m.headers.is_empty()) {
         Some(map) => {
+            request.headers.reserve(map.headers.len());
             for header in map.headers {
                 // raw_value is authoritative when set; `value` is the older string form.
                 if header.raw_value.is_empty() {
@@ -94,6 +95,7 @@ fn move_headers(http: attribute_context::HttpRequest, request: &mut Request) {
             }
         }
         None => {
+            request.headers.reserve(http.headers.len());
             for (name, value) in http.headers {
                 request.headers.push_owned(name, value);
             }
