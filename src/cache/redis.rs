@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, AsyncCommands as _};
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::redis::{self, AsyncCommands as _, AsyncConnectionConfig};
+use deadpool_redis::{Manager, Pool, Runtime};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -57,14 +57,19 @@ impl RedisTier {
         timeout: Duration,
         stats: Arc<CacheStats>,
     ) -> Result<Arc<Self>, RedisConfigError> {
-        let mut config = Config::from_url(url);
         let mut pool_config = deadpool_redis::PoolConfig::new(32);
         pool_config.timeouts.wait = Some(timeout);
         pool_config.timeouts.create = Some(timeout.max(Duration::from_millis(250)));
         pool_config.timeouts.recycle = Some(timeout);
-        config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
+        // No response timeout in redis-rs: every call is already bounded by `timed`, and a
+        // second timer per command cost a timer-wheel entry and often a wake-up of the
+        // runtime's driver (perf: an eventfd write for four Redis hits in ten).
+        let connection = AsyncConnectionConfig::new().set_response_timeout(None);
+        let manager = Manager::new_with_config(url, connection).map_err(|_| RedisConfigError)?;
+        let pool = Pool::builder(manager)
+            .config(pool_config)
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|_| RedisConfigError)?;
         let (failures, pending) = mpsc::channel(4 * FAILURES_PER_TRIP);
         let tier = Arc::new(Self {
