@@ -332,14 +332,6 @@ impl PrivateRedis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn redis_stopped_mid_test_is_slower_never_wrong() {
     let mut redis = PrivateRedis::start(free_port()).await;

@@ -131,6 +131,58 @@ async fn serve_prints_its_configuration_without_secrets_and_stops_on_sigterm() {
     assert!(!err.contains("pw-not-to-print"), "{err}");
 }
 
+/// The binary's own audit writer (buffered, in a thread): a decision's line must reach stdout
+/// while the gate runs, not when a buffer fills or the process exits.
+#[tokio::test]
+async fn serve_writes_each_audit_line_while_running() {
+    use tokio::io::AsyncBufReadExt as _;
+    let database = fresh_database().await;
+    let (port, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
+        .args(["serve", "--database-url", &database])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..400 {
+        if http_status(admin, "/readyz").await == Some(200) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let key = demo_key("alice");
+    let answer = client_for(port)
+        .check(
+            get("/users/current.json")
+                .header("x-redmine-api-key", key)
+                .build(),
+        )
+        .await
+        .expect("check RPC succeeds")
+        .into_inner();
+    assert!(Verdict(answer).is_allowed());
+    let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line())
+        .await
+        .expect("the audit line is written while the gate runs")
+        .unwrap()
+        .expect("a line");
+    let audit: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(audit["outcome"], "allow", "{line}");
+    assert_eq!(audit["login"], "alice", "{line}");
+    assert!(!line.contains(key), "the key leaked: {line}");
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap();
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn demo_db_refuses_a_real_redmine_without_force() {
     let database = fresh_database().await;

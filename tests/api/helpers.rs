@@ -188,10 +188,6 @@ async fn spawn(database_url: &str, flags: &[&str], wait_ready: bool) -> TestApp 
         .await
         .expect("server runs");
     });
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect_lazy(database_url)
@@ -203,7 +199,7 @@ async fn spawn(database_url: &str, flags: &[&str], wait_ready: bool) -> TestApp 
         db,
         clock,
         stats,
-        client: AuthorizationClient::new(channel),
+        client: client_for(port),
         stop: Some(stop),
         server: Some(server),
     };
@@ -392,6 +388,24 @@ impl Drop for TestApp {
 }
 
 /// A bare HTTP/1.0 GET on loopback; returns the body.
+/// A port nothing listens on now, for a process that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A client for a gate on `port` that this process did not start.
+pub fn client_for(port: u16) -> AuthorizationClient<Channel> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    AuthorizationClient::new(channel)
+}
+
 pub async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
