@@ -16,7 +16,8 @@ pub struct Principal {
     /// `twofa_scheme` is set.
     pub twofa: bool,
     pub must_change_passwd: bool,
-    /// `passwd_changed_on`, in Redmine's local time.
+    /// `passwd_changed_on`, in Redmine's local time. Cached as a number: cheaper to read back.
+    #[serde(with = "chrono::naive::serde::ts_microseconds_option")]
     pub passwd_changed_on: Option<NaiveDateTime>,
     /// Authenticates against an external source (LDAP): `auth_source_id` is set.
     pub external_auth: bool,
@@ -78,8 +79,10 @@ pub struct AccessToken {
     pub owner: Option<Principal>,
     pub scopes: Vec<String>,
     /// Redmine's local time, as stored.
+    #[serde(with = "chrono::naive::serde::ts_microseconds")]
     pub created_at: NaiveDateTime,
     pub expires_in_seconds: Option<i64>,
+    #[serde(with = "chrono::naive::serde::ts_microseconds_option")]
     pub revoked_at: Option<NaiveDateTime>,
 }
 

@@ -171,7 +171,29 @@ impl Answer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     answer: Answer,
+    /// Microseconds, not chrono's default RFC 3339 text: parsing that text was a fifth of
+    /// reading an entry back.
+    #[serde(with = "chrono::serde::ts_microseconds")]
     expires_at: DateTime<Utc>,
+}
+
+impl Entry {
+    /// The first byte of every Redis value: a replica that finds another format (an older
+    /// release's JSON starts with `{`) treats the value as a miss instead of misreading it.
+    const FORMAT: u8 = 1;
+
+    /// postcard rather than JSON: decoding a principal from JSON was 6.8k instructions, a
+    /// fifth of a Redis hit's own work (callgrind).
+    fn encode(&self) -> Option<Vec<u8>> {
+        postcard::to_extend(self, vec![Self::FORMAT]).ok()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&Self::FORMAT, body)) => postcard::from_bytes(body).ok(),
+            _ => None,
+        }
+    }
 }
 
 pub struct CachedDirectory<D> {
@@ -315,13 +337,13 @@ impl<D: Directory> CachedDirectory<D> {
 
     async fn read_redis(&self, key: CacheKey, now: DateTime<Utc>) -> Option<Entry> {
         let bytes = self.redis.as_ref()?.get(key).await?;
-        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+        let entry = Entry::decode(&bytes)?;
         (entry.expires_at > now).then_some(entry)
     }
 
     async fn write_redis(&self, key: CacheKey, entry: &Entry, ttl: Duration) {
         let Some(redis) = &self.redis else { return };
-        if let Ok(bytes) = serde_json::to_vec(entry) {
+        if let Some(bytes) = entry.encode() {
             redis.set(key, bytes, ttl, entry.answer.user_id()).await;
         }
     }
@@ -458,5 +480,78 @@ impl<D: Directory> Directory for CachedDirectory<D> {
 
     async fn settings(&self) -> Result<Settings, DirectoryError> {
         self.inner.settings().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn principal() -> Principal {
+        Principal {
+            id: 7,
+            login: "zoë".into(),
+            admin: false,
+            status: 1,
+            twofa: true,
+            must_change_passwd: false,
+            passwd_changed_on: NaiveDate::from_ymd_opt(2024, 2, 29)
+                .and_then(|d| d.and_hms_micro_opt(23, 59, 58, 123_456)),
+            external_auth: false,
+        }
+    }
+
+    fn round_trip(answer: Answer) -> Answer {
+        let expires_at = DateTime::from_timestamp_micros(1_764_979_200_123_456).unwrap();
+        let bytes = Entry { answer, expires_at }.encode().unwrap();
+        let entry = Entry::decode(&bytes).unwrap();
+        assert_eq!(entry.expires_at, expires_at);
+        entry.answer
+    }
+
+    #[test]
+    fn redis_values_read_back_as_written() {
+        let Answer::User(Some(user)) = round_trip(Answer::User(Some(principal()))) else {
+            panic!("not a user");
+        };
+        assert_eq!(user, principal());
+        assert!(matches!(round_trip(Answer::User(None)), Answer::User(None)));
+        let Answer::Password(check) =
+            round_trip(Answer::Password(PasswordCheck::External(principal())))
+        else {
+            panic!("not a password check");
+        };
+        assert_eq!(check, PasswordCheck::External(principal()));
+        let token = AccessToken {
+            application_id: Some(3),
+            owner: Some(principal()),
+            scopes: vec!["view_issues".into(), "add_issues".into()],
+            created_at: principal().passwd_changed_on.unwrap(),
+            expires_in_seconds: Some(7200),
+            revoked_at: None,
+        };
+        let Answer::Token(Some(read)) = round_trip(Answer::Token(Some(Box::new(token.clone()))))
+        else {
+            panic!("not a token");
+        };
+        assert_eq!(*read, token);
+    }
+
+    #[test]
+    fn foreign_or_damaged_redis_values_are_misses() {
+        let json = br#"{"answer":{"User":null},"expires_at":"2026-12-05T00:00:00Z"}"#;
+        assert!(Entry::decode(json).is_none(), "an older release's JSON");
+        assert!(Entry::decode(&[]).is_none());
+        let expires_at = DateTime::from_timestamp_micros(1).unwrap();
+        let bytes = Entry {
+            answer: Answer::User(Some(principal())),
+            expires_at,
+        }
+        .encode()
+        .unwrap();
+        for cut in 1..bytes.len() {
+            assert!(Entry::decode(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
     }
 }
