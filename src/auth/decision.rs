@@ -282,7 +282,7 @@ impl Deny {
         let message = self.reason.message();
         match self.format {
             Format::Json => (
-                serde_json::json!({ "errors": [message] }).to_string(),
+                serde_json::to_string(&JsonErrors { errors: [message] }).unwrap_or_default(),
                 "application/json; charset=utf-8",
             ),
             Format::Xml => (
@@ -294,6 +294,13 @@ impl Deny {
             ),
         }
     }
+}
+
+/// `{"errors":[message]}`, serialized straight from a struct: building a `serde_json::Value`
+/// first was 2.9k instructions of every deny in a flood (callgrind).
+#[derive(serde::Serialize)]
+struct JsonErrors<'a> {
+    errors: [&'a str; 1],
 }
 
 fn xml_escape(text: &str) -> String {
