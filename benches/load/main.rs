@@ -259,31 +259,103 @@ impl Bench {
         ]
     }
 
-    /// Runs `measuring` between two short runs of the floor and takes its ratios against
-    /// them. This VM's speed drifts by up to a third within minutes (noisy neighbours), so a
-    /// floor from the start of the run alone would compare the gate with another machine.
+    /// Measures `server` in turns with the floor: floor, gate, floor, ..., gate, floor, each
+    /// gate turn a [`TURNS`]th of `spec`, each floor turn as long. Each gate turn's ratio is
+    /// taken against the mean of the floor turns on either side, and the scenario's ratio is
+    /// their median. This VM's speed drifts by up to a third within minutes and it stalls now
+    /// and then: one floor measured before and one after a long run let a drift or a stall
+    /// move a ratio by 8 points between two runs of the same binary.
+    // `measure`'s arguments and the floor to take turns with.
+    #[expect(clippy::too_many_arguments)]
     async fn beside_floor(
         &self,
         floor: &Server,
-        measuring: impl std::future::Future<Output = Scenario>,
+        server: &Server,
+        (name, what): (&str, &str),
+        warmup: u64,
+        spec: &LoadSpec,
+        source: RequestSource,
+        expect: Expect,
     ) -> Scenario {
-        let before = self.floor_now(floor).await;
-        let measured = measuring.await;
-        let after = self.floor_now(floor).await;
-        measured.against_floor_around(&before, &after)
-    }
-
-    /// The floor again for 3 s, with the cache-hit scenario's requests.
-    async fn floor_now(&self, floor: &Server) -> Scenario {
-        self.measure(
-            floor,
-            ("floor_now", "the floor again"),
-            5_000,
-            &self.lengths.saturating(150_000, 3),
-            cycle(key_requests(1..=1_000)),
+        let turn = LoadSpec {
+            requests: spec.requests.div_ceil(TURNS as u64),
+            max_duration: spec.max_duration / TURNS as u32,
+            ..spec.clone()
+        };
+        let floor_source = cycle(key_requests(1..=1_000));
+        let gate_clients = loadgen::connect(server.port, spec.connections)
+            .await
+            .expect("connect");
+        let floor_clients = loadgen::connect(floor.port, spec.connections)
+            .await
+            .expect("connect");
+        let warm = |requests| LoadSpec {
+            requests,
+            rate: None,
+            max_duration: Duration::from_secs(60),
+            ..spec.clone()
+        };
+        let warmed = loadgen::run(&gate_clients, &warm(warmup), source.clone(), expect).await;
+        assert_eq!(
+            warmed.unexpected, 0,
+            "{name}: warm-up got unexpected answers"
+        );
+        loadgen::run(
+            &floor_clients,
+            &warm(5_000),
+            floor_source.clone(),
             Expect::Allow,
         )
-        .await
+        .await;
+
+        let run_floor = || loadgen::run(&floor_clients, &turn, floor_source.clone(), Expect::Allow);
+        let mut floor_before = run_floor().await;
+        let mut floors = vec![floor_before.per_second()];
+        let (mut rps_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
+        let mut histogram = loadgen::new_histogram();
+        let (mut seconds, mut unexpected, mut cpu) = (0.0, 0, Duration::ZERO);
+        for _ in 0..TURNS {
+            let cpu_before = server.cpu_time();
+            let gate = loadgen::run(&gate_clients, &turn, source.clone(), expect).await;
+            cpu += server.cpu_time() - cpu_before;
+            let floor_after = run_floor().await;
+            let around =
+                |f: fn(&loadgen::LoadResult) -> f64| (f(&floor_before) + f(&floor_after)) / 2.0;
+            rps_ratios.push(gate.per_second() / around(loadgen::LoadResult::per_second));
+            p99_ratios.push(p99(&gate) / around(p99));
+            floors.push(floor_after.per_second());
+            histogram
+                .add(&gate.histogram)
+                .expect("same histogram bounds");
+            seconds += gate.elapsed.as_secs_f64();
+            unexpected += gate.unexpected;
+            floor_before = floor_after;
+        }
+        let mut scenario = Scenario::new(name, what, &histogram, seconds, unexpected);
+        scenario.server_cpu = Some(cpu.as_secs_f64() / seconds);
+        scenario.floor_rps_ratio = Some(median(&mut rps_ratios));
+        scenario.floor_p99_ratio = Some(median(&mut p99_ratios));
+        let (low, high) = (
+            floors.iter().copied().fold(f64::MAX, f64::min),
+            floors.iter().copied().fold(0.0, f64::max),
+        );
+        scenario.what = format!(
+            "{what}; in {TURNS} turns with the floor ({low:.0}–{high:.0}/s), ratio per turn {:.2}–{:.2}",
+            rps_ratios[0],
+            rps_ratios[rps_ratios.len() - 1],
+        );
+        eprintln!(
+            "  {name:<22} {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  cpu {:>3.0}%  unexpected {}  x floor {:.2} (turns {:.2}-{:.2}, floor {low:.0}-{high:.0}/s)",
+            scenario.per_second,
+            scenario.p50(),
+            scenario.p99(),
+            cpu.as_secs_f64() / seconds * 100.0,
+            scenario.unexpected,
+            scenario.floor_rps_ratio.unwrap_or(0.0),
+            rps_ratios[0],
+            rps_ratios[rps_ratios.len() - 1],
+        );
+        scenario
     }
 
     /// Warms up, then measures `spec` against `server`, with the server's CPU share.
@@ -334,6 +406,24 @@ impl Bench {
         );
         scenario
     }
+}
+
+/// Gate turns of a ratio scenario, each between two floor turns ([`Bench::beside_floor`]).
+const TURNS: usize = 5;
+
+/// The middle value (the mean of the middle two for an even count); sorts `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+fn p99(result: &loadgen::LoadResult) -> f64 {
+    result.histogram.value_at_quantile(0.99) as f64
 }
 
 /// The requests, encoded once, over and over.
@@ -432,17 +522,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         bench
             .beside_floor(
                 &floor_server,
-                bench.measure(
-                    &server,
-                    (
-                        "api_key_l1_hit",
-                        "API key, in-process cache hit (1,000 keys)",
-                    ),
-                    20_000,
-                    &bench.lengths.saturating(400_000, 8),
-                    cycle(hot_keys.clone()),
-                    Expect::Allow,
+                &server,
+                (
+                    "api_key_l1_hit",
+                    "API key, in-process cache hit (1,000 keys)",
                 ),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(hot_keys.clone()),
+                Expect::Allow,
             )
             .await
     };
@@ -477,14 +565,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         bench
             .beside_floor(
                 &floor_server,
-                bench.measure(
-                    &server,
-                    ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
-                    5_000,
-                    &bench.lengths.saturating(300_000, 8),
-                    cycle(hot_keys.clone()),
-                    Expect::Allow,
-                ),
+                &server,
+                ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
+                5_000,
+                &bench.lengths.saturating(300_000, 8),
+                cycle(hot_keys.clone()),
+                Expect::Allow,
             )
             .await
     };
@@ -569,14 +655,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         bench
             .beside_floor(
                 &floor_server,
-                bench.measure(
-                    &server,
-                    ("basic_l1_hit", "Basic login:password, cache hit"),
-                    20_000,
-                    &bench.lengths.saturating(400_000, 8),
-                    cycle(requests),
-                    Expect::Allow,
-                ),
+                &server,
+                ("basic_l1_hit", "Basic login:password, cache hit"),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(requests),
+                Expect::Allow,
             )
             .await
     };
@@ -601,17 +685,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         bench
             .beside_floor(
                 &floor_server,
-                bench.measure(
-                    &server,
-                    (
-                        "wrong_key",
-                        "GET /users/current.json?key=wrong (negative cache)",
-                    ),
-                    20_000,
-                    &bench.lengths.saturating(400_000, 8),
-                    cycle(vec![requests::wrong_key_query()]),
-                    Expect::Deny(401),
+                &server,
+                (
+                    "wrong_key",
+                    "GET /users/current.json?key=wrong (negative cache)",
                 ),
+                20_000,
+                &bench.lengths.saturating(400_000, 8),
+                cycle(vec![requests::wrong_key_query()]),
+                Expect::Deny(401),
             )
             .await
     };
@@ -807,17 +889,15 @@ async fn flood(bench: &Bench, floor: &Server, hot_keys: &[CheckRequest]) -> Floo
     let flood = bench
         .beside_floor(
             floor,
-            bench.measure(
-                &server,
-                (
-                    "flood_invalid_keys",
-                    "random invalid keys (L1 + Redis, pool 16)",
-                ),
-                2_000,
-                &bench.lengths.saturating(150_000, 8),
-                Arc::new(|_| requests::encode(&requests::flood_key())),
-                Expect::AnyDeny,
+            &server,
+            (
+                "flood_invalid_keys",
+                "random invalid keys (L1 + Redis, pool 16)",
             ),
+            2_000,
+            &bench.lengths.saturating(150_000, 8),
+            Arc::new(|_| requests::encode(&requests::flood_key())),
+            Expect::AnyDeny,
         )
         .await;
     sampler.abort();

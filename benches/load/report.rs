@@ -72,19 +72,6 @@ impl Scenario {
         self.micros[2]
     }
 
-    /// Against the floor measured just before and just after this scenario (their mean).
-    pub fn against_floor_around(mut self, before: &Scenario, after: &Scenario) -> Self {
-        let per_second = (before.per_second + after.per_second) / 2.0;
-        let p99 = (before.p99() + after.p99()) / 2.0;
-        self.floor_rps_ratio = Some(self.per_second / per_second);
-        self.floor_p99_ratio = Some(self.p99() / p99);
-        self.what = format!(
-            "{}; floor around it {per_second:.0}/s, p99 {p99:.0} µs",
-            self.what
-        );
-        self
-    }
-
     pub fn against_floor(mut self, floor: &Scenario) -> Self {
         self.floor_rps_ratio = Some(self.per_second / floor.per_second);
         self.floor_p99_ratio = Some(self.p99() / floor.p99());
