@@ -28,16 +28,8 @@ echo "== building (release profile: the gate, the floor and the load generator a
 # The bench profile shares target/release and would leave its own build of the binary
 # there: build it first, and the release profile last.
 cargo bench --no-run --bench decision --bench cache_tiers
-cargo build --release --bin redmine-authz --bench floor --bench load
-# The bench executables, by target name, from cargo's own report.
-executable() {
-    cargo build --release --bench "$1" --message-format=json 2>/dev/null |
-        jq -r --arg name "$1" 'select(.reason == "compiler-artifact" and .target.name == $name and .executable != null) | .executable' |
-        tail -n1
-}
-floor=$(executable floor)
-load=$(executable load)
-target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+# shellcheck source=scripts/release-binaries.sh
+source scripts/release-binaries.sh
 # A copy: the criterion runs below would put the bench profile's build back in its place.
 server="$target_dir/bench-gate/redmine-authz"
 mkdir -p "$(dirname "$server")"

@@ -29,15 +29,8 @@ done
 command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
 
 echo "== building (release profile, as scripts/bench.sh)"
-cargo build --release --bin redmine-authz --bench floor --bench load
-executable() {
-    cargo build --release --bench "$1" --message-format=json 2>/dev/null |
-        jq -r --arg name "$1" 'select(.reason == "compiler-artifact" and .target.name == $name and .executable != null) | .executable' |
-        tail -n1
-}
-floor=$(executable floor)
-load=$(executable load)
-target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+# shellcheck source=scripts/release-binaries.sh
+source scripts/release-binaries.sh
 "$load" prepare
 
 out=benches/results
