@@ -283,30 +283,9 @@ impl Bench {
             ..spec.clone()
         };
         let floor_source = cycle(key_requests(1..=1_000));
-        let gate_clients = loadgen::connect(server.port, spec.connections)
-            .await
-            .expect("connect");
-        let floor_clients = loadgen::connect(floor.port, spec.connections)
-            .await
-            .expect("connect");
-        let warm = |requests| LoadSpec {
-            requests,
-            rate: None,
-            max_duration: Duration::from_secs(60),
-            ..spec.clone()
-        };
-        let warmed = loadgen::run(&gate_clients, &warm(warmup), source.clone(), expect).await;
-        assert_eq!(
-            warmed.unexpected, 0,
-            "{name}: warm-up got unexpected answers"
-        );
-        loadgen::run(
-            &floor_clients,
-            &warm(5_000),
-            floor_source.clone(),
-            Expect::Allow,
-        )
-        .await;
+        let gate_clients = warmed_up(server, name, warmup, spec, &source, expect).await;
+        let floor_clients =
+            warmed_up(floor, "floor", 5_000, spec, &floor_source, Expect::Allow).await;
 
         let run_floor = || loadgen::run(&floor_clients, &turn, floor_source.clone(), Expect::Allow);
         let mut floor_before = run_floor().await;
@@ -331,29 +310,28 @@ impl Bench {
             unexpected += gate.unexpected;
             floor_before = floor_after;
         }
-        let mut scenario = Scenario::new(name, what, &histogram, seconds, unexpected);
+        let (low, high) = range(&floors);
+        let (lowest_ratio, highest_ratio) = range(&rps_ratios);
+        let mut scenario = Scenario::new(
+            name,
+            &format!(
+                "{what}; in {TURNS} turns with the floor ({low:.0}–{high:.0}/s), ratio per turn {lowest_ratio:.2}–{highest_ratio:.2}"
+            ),
+            &histogram,
+            seconds,
+            unexpected,
+        );
         scenario.server_cpu = Some(cpu.as_secs_f64() / seconds);
         scenario.floor_rps_ratio = Some(median(&mut rps_ratios));
         scenario.floor_p99_ratio = Some(median(&mut p99_ratios));
-        let (low, high) = (
-            floors.iter().copied().fold(f64::MAX, f64::min),
-            floors.iter().copied().fold(0.0, f64::max),
-        );
-        scenario.what = format!(
-            "{what}; in {TURNS} turns with the floor ({low:.0}–{high:.0}/s), ratio per turn {:.2}–{:.2}",
-            rps_ratios[0],
-            rps_ratios[rps_ratios.len() - 1],
-        );
         eprintln!(
-            "  {name:<22} {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  cpu {:>3.0}%  unexpected {}  x floor {:.2} (turns {:.2}-{:.2}, floor {low:.0}-{high:.0}/s)",
+            "  {name:<22} {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  cpu {:>3.0}%  unexpected {}  x floor {:.2} (turns {lowest_ratio:.2}-{highest_ratio:.2}, floor {low:.0}-{high:.0}/s)",
             scenario.per_second,
             scenario.p50(),
             scenario.p99(),
             cpu.as_secs_f64() / seconds * 100.0,
             scenario.unexpected,
             scenario.floor_rps_ratio.unwrap_or(0.0),
-            rps_ratios[0],
-            rps_ratios[rps_ratios.len() - 1],
         );
         scenario
     }
@@ -368,22 +346,7 @@ impl Bench {
         source: RequestSource,
         expect: Expect,
     ) -> Scenario {
-        let clients = loadgen::connect(server.port, spec.connections)
-            .await
-            .expect("connect");
-        if warmup > 0 {
-            let warm = LoadSpec {
-                requests: warmup,
-                rate: None,
-                max_duration: Duration::from_secs(60),
-                ..spec.clone()
-            };
-            let result = loadgen::run(&clients, &warm, source.clone(), expect).await;
-            assert_eq!(
-                result.unexpected, 0,
-                "{name}: warm-up got unexpected answers"
-            );
-        }
+        let clients = warmed_up(server, name, warmup, spec, &source, expect).await;
         let cpu = server.cpu_time();
         let result = loadgen::run(&clients, spec, source, expect).await;
         let busy = (server.cpu_time() - cpu).as_secs_f64() / result.elapsed.as_secs_f64();
@@ -420,6 +383,42 @@ fn median(values: &mut [f64]) -> f64 {
     } else {
         values[mid]
     }
+}
+
+/// (smallest, largest)
+fn range(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::MAX, f64::MIN), |(low, high), &v| {
+        (low.min(v), high.max(v))
+    })
+}
+
+/// Clients connected to `server` and warmed up with `warmup` of `spec`'s requests, none of
+/// them answered other than expected.
+async fn warmed_up(
+    server: &Server,
+    name: &str,
+    warmup: u64,
+    spec: &LoadSpec,
+    source: &RequestSource,
+    expect: Expect,
+) -> Vec<loadgen::Client> {
+    let clients = loadgen::connect(server.port, spec.connections)
+        .await
+        .expect("connect");
+    if warmup > 0 {
+        let warm = LoadSpec {
+            requests: warmup,
+            rate: None,
+            max_duration: Duration::from_secs(60),
+            ..spec.clone()
+        };
+        let result = loadgen::run(&clients, &warm, source.clone(), expect).await;
+        assert_eq!(
+            result.unexpected, 0,
+            "{name}: warm-up got unexpected answers"
+        );
+    }
+    clients
 }
 
 fn p99(result: &loadgen::LoadResult) -> f64 {
