@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::create_dir_all(out_dir.join("gate"))?;
     let protos = [
         // Paths as PathBuf: the include list below must have the same type.
         "proto/envoy/service/auth/v3/external_auth.proto",
@@ -24,6 +25,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .file_descriptor_set_path(out_dir.join("authz_descriptor.bin"))
         .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
+
+    // The gate's own server for the same service: it decodes a `CheckRequest` into
+    // `envoy::wire::CheckRequest`, only the fields it reads (the generated server above stays
+    // for the floor benchmark and the clients).
+    let check = tonic_prost_build::manual::Method::builder()
+        .name("check")
+        .route_name("Check")
+        .input_type("crate::envoy::wire::CheckRequest")
+        .output_type("crate::envoy::proto::envoy::service::auth::v3::CheckResponse")
+        .codec_path("tonic_prost::ProstCodec")
+        .build();
+    let authorization = tonic_prost_build::manual::Service::builder()
+        .name("Authorization")
+        .package("envoy.service.auth.v3")
+        .method(check)
+        .build();
+    tonic_prost_build::manual::Builder::new()
+        .build_client(false)
+        .out_dir(out_dir.join("gate"))
+        .compile(&[authorization]);
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 use crate::cache::{CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
-use crate::envoy::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use crate::envoy::wire::server::authorization_server::AuthorizationServer;
 use crate::envoy::{proto, AuthorizationService};
 use crate::gate::{watch_settings, Gate};
 use crate::metrics::Metrics;

@@ -8,7 +8,8 @@ use prost::Message as _;
 use redmine_authz::auth::decision::{Allow, AuthMethod, Identity};
 use redmine_authz::auth::{self, Credential, Decision, Deny, Format, Reason};
 use redmine_authz::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckResponse;
+use redmine_authz::envoy::wire::CheckRequest;
 use redmine_authz::envoy::{self, ResponseOptions};
 
 fuzz_target!(|data: &[u8]| {

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use bytestring::ByteString;
+
 /// The format Redmine would answer in, which is also the format of a deny body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -36,22 +38,28 @@ impl RouteMode {
 
 /// Request headers with lower-case names, in arrival order. A name may occur more than once
 /// when Envoy sends `header_map`; with `headers` a repeated header arrives comma-joined.
+///
+/// Names and values are [`ByteString`]s: those decoded from a `CheckRequest` share the
+/// received frame instead of each being copied into its own allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(String, String)>,
+    entries: Vec<(ByteString, ByteString)>,
     /// Names of headers whose raw value was not UTF-8; their values are not kept.
     not_utf8: Vec<String>,
 }
 
 impl Headers {
     pub fn push(&mut self, name: &str, value: &str) {
-        self.push_owned(name.to_owned(), value.to_owned());
+        self.push_text(ByteString::from(name), ByteString::from(value));
     }
 
-    /// Lower-cases the name in place: Envoy's names usually are already, and then nothing
-    /// is copied.
-    pub fn push_owned(&mut self, mut name: String, value: String) {
-        name.make_ascii_lowercase();
+    /// Copies the name only when it has an upper-case letter: Envoy's names are lower-case.
+    pub fn push_text(&mut self, name: ByteString, value: ByteString) {
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            ByteString::from(name.to_ascii_lowercase())
+        } else {
+            name
+        };
         self.entries.push((name, value));
     }
 
@@ -68,16 +76,16 @@ impl Headers {
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.entries
             .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .filter(move |(n, _)| &**n == name)
+            .map(|(_, v)| &**v)
     }
 
     /// The first value of `name` (lower-case).
     pub fn first(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| &**v)
     }
 
     pub fn is_not_utf8(&self, name: &str) -> bool {
@@ -88,7 +96,7 @@ impl Headers {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| &**n)
             .chain(self.not_utf8.iter().map(String::as_str))
     }
 }

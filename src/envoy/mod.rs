@@ -4,6 +4,7 @@ mod parse;
 pub mod proto;
 mod respond;
 mod service;
+pub mod wire;
 
 pub use parse::{parse, ParseError};
 pub use respond::{respond, ResponseOptions};

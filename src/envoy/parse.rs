@@ -1,9 +1,9 @@
 //! `CheckRequest` -> [`Request`]. Everything Envoy may send in either header form.
 
-use std::net::IpAddr;
+use bytestring::ByteString;
+use prost::bytes::Bytes;
 
-use super::proto::envoy::config::core::v3::address;
-use super::proto::envoy::service::auth::v3::{attribute_context, CheckRequest};
+use super::wire::{CheckRequest, HttpRequest};
 use crate::auth::{Request, RouteMode};
 
 /// A `CheckRequest` that does not describe an HTTP request.
@@ -13,6 +13,8 @@ pub enum ParseError {
     NoHttpRequest,
     #[error("request line or headers over the gate's limits")]
     TooLarge,
+    #[error("method or path is not UTF-8")]
+    NotUtf8,
 }
 
 /// Caps on what the gate reads, above Envoy's defaults (100 headers, 60 KiB of headers), so a
@@ -22,8 +24,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_TOTAL_HEADER_BYTES: usize = 96 * 1024;
 pub const MAX_PATH_BYTES: usize = 16 * 1024;
 
-/// Takes the message by value: header names and values move into the [`Request`] instead of
-/// being copied, which is most of the allocation a cached decision makes.
+/// Takes the message by value: header names and values move into the [`Request`] still
+/// sharing the received frame.
 pub fn parse(check: CheckRequest) -> Result<Request, ParseError> {
     let mut attributes = check.attributes.ok_or(ParseError::NoHttpRequest)?;
     let http = attributes
@@ -35,21 +37,32 @@ pub fn parse(check: CheckRequest) -> Result<Request, ParseError> {
         return Err(ParseError::NoHttpRequest);
     }
     check_sizes(&http)?;
-    let mut request = Request::new(&http.method, &http.path);
+    let (Ok(method), Ok(path)) = (
+        std::str::from_utf8(&http.method),
+        std::str::from_utf8(&http.path),
+    ) else {
+        return Err(ParseError::NotUtf8);
+    };
+    let mut request = Request::new(method, path);
     move_headers(http, &mut request);
     request.source = attributes
         .source
-        .as_ref()
-        .and_then(|peer| peer.address.as_ref())
-        .and_then(peer_ip);
+        .and_then(|peer| peer.address)
+        .and_then(|address| address.socket_address)
+        .and_then(|socket| std::str::from_utf8(&socket.address).ok()?.parse().ok());
+    // A map's last entry for a key is its value.
     request.mode = attributes
         .context_extensions
-        .remove(RouteMode::CONTEXT_KEY)
-        .map(|value| RouteMode::parse(&value).ok_or(value));
+        .iter()
+        .rfind(|entry| *entry.key == *RouteMode::CONTEXT_KEY.as_bytes())
+        .map(|entry| {
+            let value = String::from_utf8_lossy(&entry.value);
+            RouteMode::parse(&value).ok_or_else(|| value.into_owned())
+        });
     Ok(request)
 }
 
-fn check_sizes(http: &attribute_context::HttpRequest) -> Result<(), ParseError> {
+fn check_sizes(http: &HttpRequest) -> Result<(), ParseError> {
     // One pass, no allocation: this runs on every Check.
     let (count, largest, total) = match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
         Some(map) => sizes(
@@ -57,7 +70,7 @@ fn check_sizes(http: &attribute_context::HttpRequest) -> Result<(), ParseError> 
                 .iter()
                 .map(|h| h.key.len() + h.value.len().max(h.raw_value.len())),
         ),
-        None => sizes(http.headers.iter().map(|(k, v)| k.len() + v.len())),
+        None => sizes(http.headers.iter().map(|e| e.key.len() + e.value.len())),
     };
     if http.path.len() > MAX_PATH_BYTES
         || count > MAX_HEADERS
@@ -78,34 +91,180 @@ fn sizes(each: impl Iterator<Item = usize>) -> (usize, usize, usize) {
 }
 
 /// Envoy fills `headers` by default and `header_map` (raw bytes) with `encode_raw_headers`.
-fn move_headers(http: attribute_context::HttpRequest, request: &mut Request) {
+/// A header whose name is not UTF-8 is dropped: no HTTP header name is.
+fn move_headers(http: HttpRequest, request: &mut Request) {
     match http.header_map.filter(|m| !m.headers.is_empty()) {
         Some(map) => {
             request.headers.reserve(map.headers.len());
             for header in map.headers {
                 // raw_value is authoritative when set; `value` is the older string form.
-                if header.raw_value.is_empty() {
-                    request.headers.push_owned(header.key, header.value);
+                let value = if header.raw_value.is_empty() {
+                    header.value
                 } else {
-                    match String::from_utf8(header.raw_value) {
-                        Ok(value) => request.headers.push_owned(header.key, value),
-                        Err(_) => request.headers.push_not_utf8(&header.key),
-                    }
-                }
+                    header.raw_value
+                };
+                push(request, header.key, value);
             }
         }
         None => {
             request.headers.reserve(http.headers.len());
-            for (name, value) in http.headers {
-                request.headers.push_owned(name, value);
+            for entry in http.headers {
+                push(request, entry.key, entry.value);
             }
         }
     }
 }
 
-fn peer_ip(address: &super::proto::envoy::config::core::v3::Address) -> Option<IpAddr> {
-    match address.address.as_ref()? {
-        address::Address::SocketAddress(socket) => socket.address.parse().ok(),
-        _ => None,
+fn push(request: &mut Request, name: Bytes, value: Bytes) {
+    let Ok(name) = ByteString::try_from(name) else {
+        return;
+    };
+    match ByteString::try_from(value) {
+        Ok(value) => request.headers.push_text(name, value),
+        Err(_) => request.headers.push_not_utf8(&name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::envoy::proto::envoy::config::core::v3 as core;
+    use crate::envoy::proto::envoy::service::auth::v3 as auth;
+    use auth::attribute_context::{HttpRequest as FullHttp, Peer, Request as FullRequest};
+
+    /// What Envoy sends, through the gate's decoder: the full message, encoded.
+    fn as_received(check: &auth::CheckRequest) -> CheckRequest {
+        CheckRequest::decode(check.encode_to_vec().as_slice()).unwrap()
+    }
+
+    fn peer(ip: &str) -> Peer {
+        Peer {
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: ip.to_owned(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(443)),
+                    ..Default::default()
+                })),
+            }),
+            service: "svc".to_owned(),
+            principal: "spiffe://x".to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn full(http: FullHttp) -> auth::CheckRequest {
+        auth::CheckRequest {
+            attributes: Some(auth::AttributeContext {
+                source: Some(peer("203.0.113.9")),
+                destination: Some(peer("10.0.0.1")),
+                request: Some(FullRequest {
+                    time: Some(prost_types::Timestamp {
+                        seconds: 1,
+                        nanos: 2,
+                    }),
+                    http: Some(http),
+                }),
+                context_extensions: [
+                    ("other".to_owned(), "x".to_owned()),
+                    (RouteMode::CONTEXT_KEY.to_owned(), "public".to_owned()),
+                ]
+                .into(),
+                tls_session: Some(auth::attribute_context::TlsSession {
+                    sni: "redmine.example".to_owned(),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn reads_what_the_full_message_carries_and_skips_the_rest() {
+        let check = full(FullHttp {
+            id: "123".to_owned(),
+            method: "GET".to_owned(),
+            path: "/issues.json?key=abc&limit=2".to_owned(),
+            host: "redmine.example".to_owned(),
+            headers: [
+                ("x-redmine-api-key".to_owned(), "abc".to_owned()),
+                ("X-Request-Id".to_owned(), "r1".to_owned()),
+            ]
+            .into(),
+            body: "ignored".to_owned(),
+            size: 7,
+            ..Default::default()
+        });
+        let request = parse(as_received(&check)).unwrap();
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/issues.json");
+        assert_eq!(request.query_all("key").collect::<Vec<_>>(), ["abc"]);
+        assert_eq!(request.headers.first("x-redmine-api-key"), Some("abc"));
+        assert_eq!(
+            request.headers.first("x-request-id"),
+            Some("r1"),
+            "name lower-cased"
+        );
+        assert_eq!(request.source, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(request.mode, Some(Ok(RouteMode::Public)));
+    }
+
+    #[test]
+    fn header_map_wins_and_raw_values_are_checked_for_utf8() {
+        let check = full(FullHttp {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            headers: [("authorization".to_owned(), "from-map".to_owned())].into(),
+            header_map: Some(core::HeaderMap {
+                headers: vec![
+                    core::HeaderValue {
+                        key: "authorization".to_owned(),
+                        value: String::new(),
+                        raw_value: b"Basic raw".to_vec(),
+                    },
+                    core::HeaderValue {
+                        key: "x-redmine-api-key".to_owned(),
+                        value: String::new(),
+                        raw_value: vec![0xff, 0xfe],
+                    },
+                    core::HeaderValue {
+                        key: "accept".to_owned(),
+                        value: "text/html".to_owned(),
+                        raw_value: Vec::new(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        });
+        let request = parse(as_received(&check)).unwrap();
+        assert_eq!(request.headers.first("authorization"), Some("Basic raw"));
+        assert_eq!(request.headers.first("accept"), Some("text/html"));
+        assert_eq!(request.headers.first("x-redmine-api-key"), None);
+        assert!(request.headers.is_not_utf8("x-redmine-api-key"));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_http_request() {
+        assert_eq!(
+            parse(as_received(&auth::CheckRequest::default())).unwrap_err(),
+            ParseError::NoHttpRequest
+        );
+        // A method that is not UTF-8 (the full message's decoder would refuse the whole
+        // message; the gate answers it).
+        let mut http = HttpRequest {
+            method: Bytes::from_static(&[0xc3, 0x28]),
+            path: Bytes::from_static(b"/"),
+            ..Default::default()
+        };
+        let check = |http: HttpRequest| CheckRequest {
+            attributes: Some(super::super::wire::AttributeContext {
+                request: Some(super::super::wire::AttributeRequest { http: Some(http) }),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(parse(check(http.clone())).unwrap_err(), ParseError::NotUtf8);
+        http.method = Bytes::from_static(b"GET");
+        http.path = Bytes::from(vec![b'a'; MAX_PATH_BYTES + 1]);
+        assert_eq!(parse(check(http)).unwrap_err(), ParseError::TooLarge);
     }
 }

@@ -12,8 +12,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
-use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use super::proto::envoy::service::auth::v3::CheckResponse;
+use super::wire::server::authorization_server::Authorization;
+use super::wire::CheckRequest;
 use super::{parse, respond, ParseError, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
 use crate::cache::{dearest_tier, track_tier, Tier};
@@ -88,7 +89,7 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
             Err(error) => {
                 tracing::info!(%error, "check request refused");
                 let reason = match error {
-                    ParseError::NoHttpRequest => Reason::BadRequest,
+                    ParseError::NoHttpRequest | ParseError::NotUtf8 => Reason::BadRequest,
                     ParseError::TooLarge => Reason::HeadersTooLarge,
                 };
                 (

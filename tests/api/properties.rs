@@ -17,6 +17,7 @@ use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
 use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use redmine_authz::envoy::wire;
 use redmine_authz::gate::{settings_once, Gate};
 
 const CASES: u32 = 512;
@@ -253,7 +254,7 @@ proptest! {
     /// The edge parsers take any bytes Envoy could send without panicking.
     #[test]
     fn parsers_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Ok(check) = CheckRequest::decode(bytes.as_slice()) {
+        if let Ok(check) = wire::CheckRequest::decode(bytes.as_slice()) {
             if let Ok(request) = redmine_authz::envoy::parse(check) {
                 let _ = Credential::select(&request);
                 let _ = classify(&request);
@@ -295,6 +296,8 @@ proptest! {
                 ..Default::default()
             }),
         };
+        // Sent as Envoy sends it: encoded, then decoded as the gate's server does.
+        let check = wire::CheckRequest::decode(check.encode_to_vec().as_slice()).unwrap();
         if let Ok(request) = redmine_authz::envoy::parse(check) {
             let _ = Credential::select(&request);
             let _ = classify(&request);
