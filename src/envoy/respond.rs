@@ -212,3 +212,94 @@ fn overwrite(name: String, value: String) -> HeaderValueOption {
         keep_empty_value: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::decision::AuthMethod;
+    use crate::auth::Format;
+    use crate::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
+    use prost_types::value::Kind;
+
+    fn alice(impersonator: Option<&str>) -> Decision {
+        Decision::Allow(Allow {
+            identity: Some(Identity {
+                user_id: 7,
+                login: "alice".to_owned(),
+                admin: false,
+                method: AuthMethod::ApiKey,
+                impersonator: impersonator.map(str::to_owned),
+                oauth: None,
+            }),
+            reason: Reason::Authenticated,
+        })
+    }
+
+    #[test]
+    fn an_allow_reads_as_envoys_message() {
+        let request = Request::new("GET", "/issues.json?key=k")
+            .with_header("x-auth-user-id", "1")
+            .with_header("x-auth-role", "admin")
+            .with_header(SWITCH_USER_HEADER, "bob");
+        let options = ResponseOptions {
+            strip_credentials: true,
+            ..Default::default()
+        };
+        let answer = respond(&alice(Some("root")), &request, &options);
+        assert_eq!(answer.status.unwrap().code, 0);
+        let Some(HttpResponse::OkResponse(ok)) = answer.http_response else {
+            panic!("not an ok_response");
+        };
+        let set: Vec<(String, String, i32, Option<bool>)> = ok
+            .headers
+            .into_iter()
+            .map(|h| {
+                let header = h.header.unwrap();
+                (header.key, header.value, h.append_action, h.append)
+            })
+            .collect();
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        let expected = [
+            ("x-auth-user-id", "7"),
+            ("x-auth-user-login", "alice"),
+            ("x-auth-user-admin", "false"),
+            ("x-auth-method", "api-key"),
+            ("x-auth-impersonator", "root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned(), overwrite, Some(false)));
+        assert_eq!(set, expected);
+        // Spoofed and not overwritten; the switch header, with the credentials stripped.
+        assert_eq!(ok.headers_to_remove, ["x-auth-role", SWITCH_USER_HEADER]);
+        assert_eq!(ok.query_parameters_to_remove, ["key"]);
+        let metadata = answer.dynamic_metadata.unwrap().fields;
+        let kind = |key: &str| metadata[key].kind.clone().unwrap();
+        assert_eq!(kind("user_id"), Kind::NumberValue(7.0));
+        assert_eq!(kind("login"), Kind::StringValue("alice".to_owned()));
+        assert_eq!(kind("method"), Kind::StringValue("api-key".to_owned()));
+        assert_eq!(kind("impersonator"), Kind::StringValue("root".to_owned()));
+    }
+
+    #[test]
+    fn a_deny_reads_as_envoys_message() {
+        let mut deny = Deny::new(Reason::Throttled, Format::Json);
+        deny.retry_after = Some(30);
+        let request = Request::new("GET", "/issues.json");
+        let answer = respond(&Decision::Deny(deny.clone()), &request, &Default::default());
+        let status = answer.status.unwrap();
+        assert_eq!((status.code, status.message.as_str()), (8, "throttled"));
+        let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+            panic!("not a denied_response");
+        };
+        assert_eq!(denied.status.unwrap().code, 429);
+        assert_eq!(denied.body, deny.body().0);
+        let headers: Vec<(String, String)> = denied
+            .headers
+            .into_iter()
+            .map(|h| h.header.unwrap())
+            .map(|h| (h.key, h.value))
+            .collect();
+        assert!(headers.contains(&("retry-after".to_owned(), "30".to_owned())));
+        assert!(headers.iter().any(|(k, _)| k == "content-type"));
+        assert_eq!(answer.dynamic_metadata, None);
+    }
+}
