@@ -65,7 +65,9 @@ pub struct HttpRequest {
     pub header_map: Option<HeaderMap>,
 }
 
-/// One entry of a `map<string, string>`.
+/// One entry of a `map<string, string>`. A key sent twice stays twice (for `headers`, a
+/// repeated header, as `header_map` has them; a map decoder would keep the last); Envoy
+/// sends each key once.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Entry {
     #[prost(bytes = "bytes", tag = "1")]
