@@ -244,6 +244,34 @@ mod tests {
     }
 
     #[test]
+    fn a_key_twice_in_the_headers_map_is_a_repeated_header() {
+        use crate::auth::{Credential, Reason};
+        use crate::envoy::wire::{AttributeContext, AttributeRequest, Entry};
+        let key = |value: &'static str| Entry {
+            key: Bytes::from_static(b"x-redmine-api-key"),
+            value: Bytes::from_static(value.as_bytes()),
+        };
+        let check = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        method: Bytes::from_static(b"GET"),
+                        path: Bytes::from_static(b"/issues.json"),
+                        headers: vec![key("first"), key("second")],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+        };
+        let request = parse(check).unwrap();
+        assert_eq!(
+            Credential::select(&request).unwrap_err(),
+            Reason::AmbiguousCredential
+        );
+    }
+
+    #[test]
     fn refuses_what_is_not_an_http_request() {
         assert_eq!(
             parse(as_received(&auth::CheckRequest::default())).unwrap_err(),
@@ -257,8 +285,8 @@ mod tests {
             ..Default::default()
         };
         let check = |http: HttpRequest| CheckRequest {
-            attributes: Some(super::super::wire::AttributeContext {
-                request: Some(super::super::wire::AttributeRequest { http: Some(http) }),
+            attributes: Some(crate::envoy::wire::AttributeContext {
+                request: Some(crate::envoy::wire::AttributeRequest { http: Some(http) }),
                 ..Default::default()
             }),
         };
