@@ -1,8 +1,10 @@
 //! Throttling failed authentication (SPEC 7, 429): per client address and per Basic login,
-//! in fixed windows. The check reads only in-process state, so it costs no I/O on the hot
-//! path; each failure is also counted in Redis in the background (failures arriving together
-//! in one round trip), and the shared count comes back moments after the deny, so every
-//! replica blocks once the failures of all replicas together pass the limit.
+//! in fixed windows aligned to the clock (window n spans n × length to (n + 1) × length), so
+//! that every replica counts in the same window without agreeing on when it started. The
+//! check reads only in-process state, so it costs no I/O on the hot path; each failure is
+//! also counted in Redis in the background (failures arriving together in one round trip),
+//! and the shared count comes back moments after the deny, so every replica blocks once the
+//! failures of all replicas together pass the limit.
 //!
 //! Successful requests are never counted. A client is only held back by its own failures;
 //! a login by the failures of anyone guessing its password (that is the point), and then
@@ -16,7 +18,7 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::{Credential, Request};
-use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier};
+use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier, SharedCounter};
 use crate::clock::Clock;
 
 #[derive(Debug, Clone)]
@@ -60,10 +62,23 @@ enum Counted {
     Login(CacheKey),
 }
 
-#[derive(Debug)]
+/// The failures counted in process against one subject, in window `number`.
+#[derive(Debug, Default)]
 struct Window {
+    number: i64,
     failures: u64,
-    resets_at: DateTime<Utc>,
+    /// The subject's keyed hash for Redis, computed once rather than per failure.
+    shared_key: Option<CacheKey>,
+}
+
+/// Which aligned window `now` falls in, and when it ends.
+fn window_at(now: DateTime<Utc>, length: Duration) -> (i64, DateTime<Utc>) {
+    let length_ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX).max(1);
+    let number = now.timestamp_millis().div_euclid(length_ms);
+    let ends_at =
+        DateTime::from_timestamp_millis(number.saturating_add(1).saturating_mul(length_ms))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (number, ends_at)
 }
 
 pub struct Throttle {
@@ -116,19 +131,29 @@ impl Throttle {
             return None;
         }
         let now = self.clock.now();
-        let over = |counted: Counted, limit: u64| {
+        let over = |counted: Counted, limit: u64, length: Duration| {
             let window = self.local.get(&counted)?;
             let window = window.lock().unwrap_or_else(|e| e.into_inner());
-            (window.resets_at > now && window.failures >= limit)
-                .then(|| (window.resets_at - now).to_std().unwrap_or_default())
+            let (number, ends_at) = window_at(now, length);
+            (window.number == number && window.failures >= limit)
+                .then(|| (ends_at - now).to_std().unwrap_or_default())
         };
+        let options = &self.options;
         let wait = [
-            subject
-                .client
-                .and_then(|ip| over(Counted::Client(ip), self.options.client_limit)),
-            subject
-                .login
-                .and_then(|login| over(Counted::Login(login), self.options.login_limit)),
+            subject.client.and_then(|ip| {
+                over(
+                    Counted::Client(ip),
+                    options.client_limit,
+                    options.client_window,
+                )
+            }),
+            subject.login.and_then(|login| {
+                over(
+                    Counted::Login(login),
+                    options.login_limit,
+                    options.login_window,
+                )
+            }),
         ]
         .into_iter()
         .flatten()
@@ -149,39 +174,70 @@ impl Throttle {
         }
     }
 
-    fn count(&self, counted: Counted, window: Duration) {
+    fn count(&self, counted: Counted, length: Duration) {
         let now = self.clock.now();
-        let fresh = || {
-            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Window {
-                failures: 0,
-                resets_at: now + window,
-            })))
-        };
-        let Ok(local) = self.local.get_or_insert_with(&counted, fresh);
-        {
-            let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
-            if local.resets_at <= now {
-                *local = Window {
-                    failures: 0,
-                    resets_at: now + window,
-                };
+        let (number, ends_at) = window_at(now, length);
+        let Ok(local) = self.local.get_or_insert_with(&counted, || {
+            Ok::<_, std::convert::Infallible>(Arc::default())
+        });
+        let shared = {
+            let mut window = local.lock().unwrap_or_else(|e| e.into_inner());
+            let first_here = window.number != number || window.failures == 0;
+            if window.number != number {
+                window.number = number;
+                window.failures = 0;
             }
-            local.failures += 1;
-        }
+            window.failures += 1;
+            // Without Redis the in-process count stands alone.
+            self.redis.as_ref().map(|redis| {
+                let key = *window.shared_key.get_or_insert_with(|| match &counted {
+                    Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
+                    Counted::Login(key) => *key,
+                });
+                (redis, key, first_here)
+            })
+        };
+        let Some((redis, shared_key, first_here)) = shared else {
+            return;
+        };
         // The shared count raises this one when Redis answers, moments after the deny.
-        // Redis down: the in-process count stands alone.
-        let Some(redis) = &self.redis else { return };
-        let shared_key = match &counted {
-            Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
-            Counted::Login(key) => *key,
-        };
-        let raise = move |shared: u64, remaining: Duration| {
-            let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
-            if shared > local.failures {
-                local.failures = shared;
-                local.resets_at = now + chrono::Duration::from_std(remaining).unwrap_or_default();
+        let raise = move |shared: u64| {
+            let mut window = local.lock().unwrap_or_else(|e| e.into_inner());
+            if window.number == number && shared > window.failures {
+                window.failures = shared;
             }
         };
-        redis.count_failure(shared_key, window, Box::new(raise));
+        // Kept a window past its end: replicas' clocks differ a little.
+        let keep = (ends_at - now).to_std().unwrap_or_default() + length;
+        let counter = SharedCounter {
+            key: shared_key,
+            window: number,
+            keep,
+            first_here,
+        };
+        redis.count_failure(counter, Box::new(raise));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_to_the_clock() {
+        let minute = Duration::from_secs(60);
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (number, ends_at) = window_at(at("2026-12-06T10:00:59.999Z"), minute);
+        assert_eq!(ends_at, at("2026-12-06T10:01:00Z"));
+        // The next window starts exactly where this one ends.
+        let (next, next_ends_at) = window_at(ends_at, minute);
+        assert_eq!(next, number + 1);
+        assert_eq!(next_ends_at, at("2026-12-06T10:02:00Z"));
+        // Every replica computes the same number from its own clock.
+        assert_eq!(window_at(at("2026-12-06T10:00:00Z"), minute).0, number);
+        assert_eq!(window_at(at("1969-12-31T23:59:30Z"), minute).0, -1);
+        // A zero-length window (not configurable) still has one millisecond.
+        let (_, ends_at) = window_at(at("2026-12-06T10:00:00Z"), Duration::ZERO);
+        assert_eq!(ends_at, at("2026-12-06T10:00:00.001Z"));
     }
 }

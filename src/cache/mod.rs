@@ -31,7 +31,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::store::Invalidation;
 
 pub use key::{CacheKey, KeyHasher, KeyKind};
-pub use redis::{RedisConfigError, RedisTier};
+pub use redis::{RedisConfigError, RedisTier, SharedCounter};
 
 #[derive(Debug, Clone)]
 pub struct CacheOptions {

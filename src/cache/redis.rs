@@ -32,13 +32,27 @@ pub struct RedisTier {
     failures: mpsc::Sender<Failure>,
 }
 
-/// What to do with a shared failure count and the time left in its window.
-pub type SharedCount = Box<dyn FnOnce(u64, Duration) + Send + Sync>;
+/// What to do with a shared failure count.
+pub type SharedCount = Box<dyn FnOnce(u64) + Send + Sync>;
+
+/// A failure counter shared by the replicas: one per subject and aligned window.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedCounter {
+    /// The subject's keyed hash.
+    pub key: CacheKey,
+    /// The window's number: counts of different windows are different counters.
+    pub window: i64,
+    /// How long Redis keeps the counter.
+    pub keep: Duration,
+    /// This replica's first failure for the subject in the window: it sets the expiry.
+    pub first_here: bool,
+}
 
 /// One failure to count, and what to do with the shared count.
 struct Failure {
     counter: String,
-    window_ms: u64,
+    keep_ms: u64,
+    first_here: bool,
     then: SharedCount,
 }
 
@@ -145,54 +159,65 @@ impl RedisTier {
         .await;
     }
 
-    /// Counts one failure under `key` in a fixed window that starts with the first one, in
-    /// the background: `then` gets the shared count and the time left in the window once
-    /// Redis has answered, and is dropped if it fails. Failures that arrive together share
-    /// one round trip; a deny no longer waits for it (a flood from many addresses spent a
-    /// third of its time there).
-    pub fn count_failure(&self, key: CacheKey, window: Duration, then: SharedCount) {
+    /// Counts one failure in the background: `then` gets the shared count once Redis has
+    /// answered, and is dropped if it fails. Failures that arrive together share one round
+    /// trip; a deny never waits for it (a flood from many addresses spent a third of its time
+    /// there).
+    pub fn count_failure(&self, counter: SharedCounter, then: SharedCount) {
         let failure = Failure {
-            counter: format!("{}t:{}", self.prefix, key.to_hex()),
-            window_ms: window.as_millis().max(1) as u64,
+            counter: format!(
+                "{}t:{}:{}",
+                self.prefix,
+                counter.key.to_hex(),
+                counter.window
+            ),
+            keep_ms: counter.keep.as_millis().max(1) as u64,
+            first_here: counter.first_here,
             then,
         };
         // A full queue means Redis is behind: the in-process count stands alone.
         let _ = self.failures.try_send(failure);
     }
 
-    /// One atomic pipeline for `failures`: each counter is created with its window, then
-    /// incremented, then its time left read.
-    async fn count_together(&self, failures: &[Failure]) -> Result<Vec<(u64, Duration)>, String> {
+    /// One pipeline for `failures`: an `INCR` each, and the expiry with a replica's first
+    /// failure in a window. Not a transaction: a counter belongs to one window, so an `INCR`
+    /// never meets an expired counter of its own window, and one that finds none (Redis
+    /// restarted or evicted it) gets its expiry in a second trip. A transaction per failure
+    /// (`SET NX PX`, `INCR`, `PTTL`) cost Redis about 4 µs of CPU per failure in a flood,
+    /// the `INCR` alone 0.7 µs.
+    async fn count_together(&self, failures: &[Failure]) -> Result<Vec<u64>, String> {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
-        pipe.atomic();
         for failure in failures {
-            pipe.cmd("SET")
-                .arg(&failure.counter)
-                .arg(0)
-                .arg("NX")
-                .arg("PX")
-                .arg(failure.window_ms)
-                .ignore()
-                .cmd("INCR")
-                .arg(&failure.counter)
-                .cmd("PTTL")
-                .arg(&failure.counter);
+            pipe.cmd("INCR").arg(&failure.counter);
+            if failure.first_here {
+                pipe.cmd("PEXPIRE")
+                    .arg(&failure.counter)
+                    .arg(failure.keep_ms)
+                    .ignore();
+            }
         }
-        let replies: Vec<i64> = pipe
+        let counts: Vec<u64> = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(replies
-            .chunks_exact(2)
-            .map(|pair| {
-                let (count, ttl_ms) = (pair[0], pair[1]);
-                (
-                    u64::try_from(count).unwrap_or(0),
-                    Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
-                )
-            })
-            .collect())
+        let mut unexpiring = redis::pipe();
+        for (failure, count) in failures.iter().zip(&counts) {
+            if *count == 1 && !failure.first_here {
+                unexpiring
+                    .cmd("PEXPIRE")
+                    .arg(&failure.counter)
+                    .arg(failure.keep_ms)
+                    .ignore();
+            }
+        }
+        if !unexpiring.is_empty() {
+            unexpiring
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(counts)
     }
 
     /// Drops every entry indexed under `user_id`.
@@ -317,8 +342,8 @@ async fn count_failures(tier: Weak<RedisTier>, mut pending: mpsc::Receiver<Failu
             .await
             .unwrap_or_default();
         // Draining empties the batch even when Redis gave no counts (the rest are dropped).
-        for (failure, (count, remaining)) in batch.drain(..).zip(counts) {
-            (failure.then)(count, remaining);
+        for (failure, count) in batch.drain(..).zip(counts) {
+            (failure.then)(count);
         }
     }
 }

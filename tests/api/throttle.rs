@@ -200,3 +200,85 @@ async fn trusted_hops_pick_the_client_from_x_forwarded_for() {
         .await
         .assert_denied(401, "invalid_api_key");
 }
+
+/// Every key under `pattern` with its time to live in milliseconds (-1: none).
+fn redis_ttls(pattern: &str) -> Vec<(String, i64)> {
+    let redis_cli = |args: &[&str]| {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    redis_cli(&["--scan", "--pattern", pattern])
+        .lines()
+        .map(|key| {
+            let ttl = redis_cli(&["PTTL", key]).trim().parse().unwrap();
+            (key.to_owned(), ttl)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shared_counters_always_expire() {
+    let prefix = redis_prefix();
+    let app = spawn_app(&[
+        "--throttle-client-window-secs",
+        "30",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-key-prefix",
+        &prefix,
+    ])
+    .await;
+    let counters = format!("{prefix}t:*");
+    let counted = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let ttls = redis_ttls(&counters);
+            if !ttls.is_empty() || std::time::Instant::now() > deadline {
+                return ttls;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    for _ in 0..3 {
+        app.check(wrong_key("198.51.100.30"))
+            .await
+            .assert_denied(401, "invalid_api_key");
+    }
+    let ttls = counted().await;
+    assert_eq!(ttls.len(), 1, "one counter for the address: {ttls:?}");
+    let (key, ttl) = &ttls[0];
+    assert!(
+        !key.contains("198.51.100.30"),
+        "the address is hashed: {key}"
+    );
+    // The rest of the window, and one more for replicas whose clocks run late.
+    assert!((30_000..=60_000).contains(ttl), "{key}: {ttl} ms");
+
+    // Redis restarted or evicted the counter: the next failure creates it again, and a
+    // counter made by a bare INCR gets its expiry in a second trip.
+    let deleted = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "DEL", key])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success());
+    app.check(wrong_key("198.51.100.30"))
+        .await
+        .assert_denied(401, "invalid_api_key");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let ttls = counted().await;
+        if ttls.len() == 1 && ttls[0].1 > 0 {
+            assert!(ttls[0].1 <= 60_000, "{ttls:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counter made again never expires: {ttls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
