@@ -21,37 +21,17 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
-/// The `tracing` target of audit events; they go to their own JSON writer.
-pub const AUDIT_TARGET: &str = "audit";
+/// Where audit lines go, set once by [`init`]; until then (and in processes that install
+/// no telemetry) lines are dropped.
+type AuditSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+static AUDIT: std::sync::OnceLock<AuditSink> = std::sync::OnceLock::new();
 
-/// The field of an audit event that holds its line, rendered as JSON by `observe`.
-const AUDIT_LINE_FIELD: &str = "line";
-
-/// Writes each audit event's rendered line, with a newline, in one write (so lines from
-/// concurrent checks never interleave).
-struct AuditLayer<W>(W);
-
-impl<S, W> tracing_subscriber::Layer<S> for AuditLayer<W>
-where
-    S: tracing::Subscriber,
-    W: for<'w> MakeWriter<'w> + 'static,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Line(Vec<u8>);
-        impl tracing::field::Visit for Line {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                if field.name() == AUDIT_LINE_FIELD {
-                    self.0.extend_from_slice(value.as_bytes());
-                    self.0.push(b'\n');
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        let mut line = Line(Vec::new());
-        event.record(&mut line);
-        if !line.0.is_empty() {
-            let _ = std::io::Write::write_all(&mut self.0.make_writer(), &line.0);
-        }
+/// Writes one audit line, with its newline, in one write (so lines from concurrent checks
+/// never interleave). Straight to the writer rather than as a `tracing` event: the dispatch
+/// and a layer's copy of the line cost more than rendering it (callgrind).
+pub fn write_audit_line(line: &[u8]) {
+    if let Some(write) = AUDIT.get() {
+        write(line);
     }
 }
 
@@ -327,7 +307,7 @@ where
     A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     opentelemetry::global::set_text_map_propagator(composite_propagator(&config.propagators));
-    let mut layers = text_layers(config, log_writer, audit_writer);
+    let mut layers = text_layers(config, log_writer);
     let provider = match &config.otlp {
         Some(otlp) => {
             let provider = tracer_provider(otlp)?;
@@ -340,7 +320,9 @@ where
                         filter_fn(|meta| {
                             meta.is_span() && meta.target().starts_with("redmine_authz")
                         })
-                        // Our spans are all info; see the audit filter below.
+                        // Our spans are all info. The hint keeps the process-wide maximum
+                        // level at the log filter's: without it every trace-level span in h2
+                        // went through the filters.
                         .with_max_level_hint(LevelFilter::INFO),
                     ),
             ));
@@ -352,30 +334,25 @@ where
         .with(layers)
         .try_init()
         .map_err(|e| TelemetryError(e.to_string()))?;
+    // Set once, as the subscriber is: a second `init` has already failed above.
+    let _ = AUDIT.set(Box::new(move |line| {
+        let _ = std::io::Write::write_all(&mut audit_writer.make_writer(), line);
+    }));
     Ok(Telemetry { provider })
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Logs (events only, text) and audit lines (JSON). Neither wants spans, so with tracing off
-/// no span is ever created.
-fn text_layers<L, A>(config: &TelemetryConfig, log_writer: L, audit_writer: A) -> Vec<BoxedLayer>
+/// Logs (events only, text). They want no spans, so with tracing off no span is ever created.
+fn text_layers<L>(config: &TelemetryConfig, log_writer: L) -> Vec<BoxedLayer>
 where
     L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-    A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(log_writer)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(EnvFilter::new(&config.log_filter).and(filter_fn(|meta| {
-            meta.is_event() && meta.target() != AUDIT_TARGET
-        })));
-    // The level hint keeps the process-wide maximum level at the log filter's (info at most
-    // for audit lines): without it every trace-level span in h2 went through the filters.
-    let audit = AuditLayer(audit_writer).with_filter(
-        filter_fn(|meta| meta.target() == AUDIT_TARGET).with_max_level_hint(LevelFilter::INFO),
-    );
-    vec![Box::new(logs), Box::new(audit)]
+        .with_filter(EnvFilter::new(&config.log_filter).and(filter_fn(|meta| meta.is_event())));
+    vec![Box::new(logs)]
 }
 
 fn tracer_provider(otlp: &OtlpConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -694,8 +671,7 @@ mod tests {
     fn with_tracing_off_no_span_is_created() {
         use tracing_subscriber::layer::SubscriberExt as _;
         let config = config(&[("RUST_LOG", "trace")]).unwrap();
-        let subscriber =
-            tracing_subscriber::registry().with(text_layers(&config, std::io::sink, std::io::sink));
+        let subscriber = tracing_subscriber::registry().with(text_layers(&config, std::io::sink));
         tracing::subscriber::with_default(subscriber, || {
             assert!(crate::observe::check_span().is_disabled());
             assert!(tracing::info_span!("sql", db.system = "postgresql").is_disabled());

@@ -107,9 +107,16 @@ fn identity_headers(identity: &Identity, prefix: &str) -> Vec<(String, String)> 
     // Concatenated, not format!ted: this runs on every allowed Check.
     let name = |suffix: &str| [prefix, suffix].concat();
     let mut headers = vec![
-        (name("user-id"), identity.user_id.to_string()),
+        // itoa, not `to_string`: the formatter machinery costs ten times as much per number.
+        (
+            name("user-id"),
+            itoa::Buffer::new().format(identity.user_id).to_owned(),
+        ),
         (name("user-login"), identity.login.clone()),
-        (name("user-admin"), identity.admin.to_string()),
+        (
+            name("user-admin"),
+            if identity.admin { "true" } else { "false" }.to_owned(),
+        ),
         (name("method"), identity.method.as_str().to_owned()),
     ];
     if let Some(admin) = &identity.impersonator {
