@@ -27,13 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
 
     // The gate's own server for the same service: it decodes a `CheckRequest` into
-    // `envoy::wire::CheckRequest`, only the fields it reads (the generated server above stays
-    // for the floor benchmark and the clients).
+    // `envoy::wire::CheckRequest`, only the fields it reads, and answers with an
+    // `envoy::respond::Answer` (the generated server above stays for the floor benchmark and
+    // the clients).
     let check = tonic_prost_build::manual::Method::builder()
         .name("check")
         .route_name("Check")
         .input_type("crate::envoy::wire::CheckRequest")
-        .output_type("crate::envoy::proto::envoy::service::auth::v3::CheckResponse")
+        // A CheckResponse, often encoded once and sent as bytes (`envoy::respond::Answer`).
+        .output_type("crate::envoy::respond::Answer")
         .codec_path("tonic_prost::ProstCodec")
         .build();
     let authorization = tonic_prost_build::manual::Service::builder()

@@ -23,14 +23,14 @@ impl AuthMethod {
 }
 
 /// OAuth details passed upstream with an identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OAuthGrant {
     pub scopes: Vec<String>,
     pub application_id: Option<i64>,
 }
 
 /// The user a request proceeds as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub user_id: i64,
     pub login: String,
@@ -163,7 +163,7 @@ impl Reason {
 }
 
 /// The HTTP status of a deny; each maps to one gRPC code on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DenyStatus {
     BadRequest,
     Unauthorized,
@@ -191,14 +191,14 @@ impl DenyStatus {
 }
 
 /// The `WWW-Authenticate` challenge a 401 carries, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Challenge {
     Basic,
     /// `error="invalid_token"` with the reason's message as description.
     BearerInvalidToken,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Deny {
     pub status: DenyStatus,
     pub reason: Reason,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use bytestring::ByteString;
 
 /// The format Redmine would answer in, which is also the format of a deny body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Json,
     Xml,

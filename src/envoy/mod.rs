@@ -7,5 +7,5 @@ mod service;
 pub mod wire;
 
 pub use parse::{parse, ParseError};
-pub use respond::{respond, ResponseOptions};
+pub use respond::{respond, Answer, Responder, ResponseOptions};
 pub use service::{budget, AuthorizationService};

@@ -1,6 +1,8 @@
 //! [`Decision`] -> `CheckResponse` (SPEC 7). The RPC always succeeds; the verdict is in
 //! `status` and the HTTP response Envoy should produce or modify.
 
+use prost::bytes::Bytes;
+use prost::Message as _;
 use prost_types::{value::Kind, Struct, Value};
 
 use super::proto::envoy::config::core::v3::{
@@ -37,27 +39,134 @@ const CREDENTIAL_PARAMETERS: [&str; 3] = ["key", "access_token", "bearer_token"]
 
 pub fn respond(decision: &Decision, request: &Request, options: &ResponseOptions) -> CheckResponse {
     match decision {
-        Decision::Allow(allow) => allowed(allow, request, options),
+        Decision::Allow(allow) => allowed(allow, &removals(allow, request, options), options),
         Decision::Deny(deny) => denied(deny),
     }
 }
 
-fn allowed(allow: &Allow, request: &Request, options: &ResponseOptions) -> CheckResponse {
-    let identity_headers = allow
-        .identity
-        .as_ref()
-        .map(|i| identity_headers(i, &options.header_prefix))
-        .unwrap_or_default();
-    let is_set = |name: &str| identity_headers.iter().any(|(n, _)| n == name);
+/// A `CheckResponse` as the gate's server sends it: encoded once for each distinct answer
+/// that follows from the decision alone (an identity's allow without removals, a deny),
+/// built for each Check otherwise. Only ever encoded.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Encoded(Bytes),
+    Built(Box<CheckResponse>),
+}
 
+impl Default for Answer {
+    fn default() -> Self {
+        Self::Built(Box::default())
+    }
+}
+
+impl prost::Message for Answer {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self {
+            Self::Encoded(bytes) => buf.put_slice(bytes),
+            Self::Built(response) => response.encode_raw(buf),
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // The server never decodes an answer; a decoder would see an empty one.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Encoded(bytes) => bytes.len(),
+            Self::Built(response) => response.encoded_len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Most answers repeat: the same user's allow, the same deny. Building one took a dozen
+/// strings and prost's encoding of nested messages and a map; a repeat is a copy of bytes.
+/// Keyed by the decision itself, so an entry never needs invalidating.
+pub struct Responder {
+    options: ResponseOptions,
+    allows: quick_cache::sync::Cache<Option<Identity>, Bytes>,
+    denies: quick_cache::sync::Cache<Deny, Bytes>,
+}
+
+/// Distinct identities and denies whose answers are kept (a few hundred bytes each).
+const ALLOWS_KEPT: usize = 4096;
+const DENIES_KEPT: usize = 1024;
+
+impl Responder {
+    pub fn new(options: ResponseOptions) -> Self {
+        Self {
+            options,
+            allows: quick_cache::sync::Cache::new(ALLOWS_KEPT),
+            denies: quick_cache::sync::Cache::new(DENIES_KEPT),
+        }
+    }
+
+    pub fn answer(&self, decision: &Decision, request: &Request) -> Answer {
+        let encode = |response: CheckResponse| {
+            Ok::<_, std::convert::Infallible>(Bytes::from(response.encode_to_vec()))
+        };
+        let options = &self.options;
+        let encoded = match decision {
+            Decision::Allow(allow) => {
+                let removals = removals(allow, request, options);
+                if !removals.is_empty() {
+                    return Answer::Built(Box::new(allowed(allow, &removals, options)));
+                }
+                self.allows.get_or_insert_with(&allow.identity, || {
+                    encode(allowed(allow, &removals, options))
+                })
+            }
+            Decision::Deny(deny) => self
+                .denies
+                .get_or_insert_with(deny, || encode(denied(deny))),
+        };
+        let Ok(encoded) = encoded;
+        Answer::Encoded(encoded)
+    }
+}
+
+/// What an allow takes out of the request: all that depends on the request, not the decision.
+#[derive(Debug, Default)]
+struct Removals {
+    headers: Vec<String>,
+    query_parameters: Vec<String>,
+}
+
+impl Removals {
+    fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query_parameters.is_empty()
+    }
+}
+
+fn removals(allow: &Allow, request: &Request, options: &ResponseOptions) -> Removals {
     // Anything the client sent under our prefix is spoofed: drop what we do not overwrite.
-    let mut remove: Vec<String> = Vec::new();
+    // The identity headers are listed only for a request that has such a header, which few do.
+    let mut set: Option<Vec<(String, String)>> = None;
+    let mut headers: Vec<String> = Vec::new();
     for name in request.headers.names() {
-        if name.starts_with(&options.header_prefix)
-            && !is_set(name)
-            && !remove.iter().any(|r| r == name)
-        {
-            remove.push(name.to_owned());
+        if !name.starts_with(&options.header_prefix) {
+            continue;
+        }
+        let set = set.get_or_insert_with(|| {
+            allow
+                .identity
+                .as_ref()
+                .map(|i| identity_headers(i, &options.header_prefix))
+                .unwrap_or_default()
+        });
+        if !set.iter().any(|(n, _)| n == name) && !headers.iter().any(|r| r == name) {
+            headers.push(name.to_owned());
         }
     }
     let switched = allow
@@ -69,22 +178,33 @@ fn allowed(allow: &Allow, request: &Request, options: &ResponseOptions) -> Check
     let has_switch_header = request.headers.get_all(SWITCH_USER_HEADER).next().is_some();
     let strip = options.strip_credentials && allow.reason == Reason::Authenticated;
     if has_switch_header && !passed_on && (!switched || strip) {
-        remove.push(SWITCH_USER_HEADER.to_owned());
+        headers.push(SWITCH_USER_HEADER.to_owned());
     }
-    let mut query_parameters_to_remove = Vec::new();
+    let mut query_parameters = Vec::new();
     if strip {
         for header in [AUTHORIZATION, API_KEY_HEADER] {
             if request.headers.names().any(|n| n == header) {
-                remove.push(header.to_owned());
+                headers.push(header.to_owned());
             }
         }
         for parameter in CREDENTIAL_PARAMETERS {
             if request.query_all(parameter).next().is_some() {
-                query_parameters_to_remove.push(parameter.to_owned());
+                query_parameters.push(parameter.to_owned());
             }
         }
     }
+    Removals {
+        headers,
+        query_parameters,
+    }
+}
 
+fn allowed(allow: &Allow, removals: &Removals, options: &ResponseOptions) -> CheckResponse {
+    let identity_headers = allow
+        .identity
+        .as_ref()
+        .map(|i| identity_headers(i, &options.header_prefix))
+        .unwrap_or_default();
     CheckResponse {
         status: Some(rpc::Status {
             code: GRPC_OK,
@@ -95,8 +215,8 @@ fn allowed(allow: &Allow, request: &Request, options: &ResponseOptions) -> Check
                 .into_iter()
                 .map(|(n, v)| overwrite(n, v))
                 .collect(),
-            headers_to_remove: remove,
-            query_parameters_to_remove,
+            headers_to_remove: removals.headers.clone(),
+            query_parameters_to_remove: removals.query_parameters.clone(),
             ..Default::default()
         })),
         dynamic_metadata: allow.identity.as_ref().map(dynamic_metadata),
@@ -240,6 +360,100 @@ mod tests {
             }),
             reason: Reason::Authenticated,
         })
+    }
+
+    #[test]
+    fn a_repeated_answer_is_the_built_one_encoded() {
+        let oauth = Decision::Allow(Allow {
+            identity: Some(Identity {
+                user_id: 9,
+                login: "carol".to_owned(),
+                admin: true,
+                method: AuthMethod::OAuth2,
+                impersonator: None,
+                oauth: Some(crate::auth::decision::OAuthGrant {
+                    scopes: vec!["view_issues".to_owned(), "admin".to_owned()],
+                    application_id: Some(3),
+                }),
+            }),
+            reason: Reason::Authenticated,
+        });
+        let anonymous = Decision::Allow(Allow {
+            identity: None,
+            reason: Reason::NotGated,
+        });
+        let mut throttled = Deny::new(Reason::Throttled, Format::Json);
+        throttled.retry_after = Some(30);
+        let decisions = [
+            alice(None),
+            alice(Some("root")),
+            oauth,
+            anonymous,
+            Decision::Deny(Deny::new(Reason::InvalidApiKey, Format::Json)),
+            Decision::Deny(Deny::new(Reason::InvalidApiKey, Format::Xml)),
+            Decision::Deny(Deny::new(Reason::NoCredential, Format::Json)),
+            Decision::Deny(throttled),
+        ];
+        let request = Request::new("GET", "/issues.json").with_header("x-request-id", "r1");
+        let responder = Responder::new(ResponseOptions::default());
+        for round in ["first", "kept"] {
+            for decision in &decisions {
+                let built = respond(decision, &request, &ResponseOptions::default());
+                let answer = responder.answer(decision, &request);
+                assert!(
+                    matches!(answer, Answer::Encoded(_)),
+                    "{round}: {decision:?}"
+                );
+                assert_eq!(
+                    answer.encode_to_vec(),
+                    built.encode_to_vec(),
+                    "{round}: {decision:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_allow_that_removes_from_the_request_is_never_kept() {
+        let spoofed = Request::new("GET", "/issues.json").with_header("x-auth-role", "admin");
+        let clean = Request::new("GET", "/issues.json");
+        let with_key = Request::new("GET", "/issues.json?key=k");
+        let stripping = Responder::new(ResponseOptions {
+            strip_credentials: true,
+            ..Default::default()
+        });
+        let removed = |answer: Answer| {
+            let ok = match CheckResponse::decode(answer.encode_to_vec().as_slice())
+                .unwrap()
+                .http_response
+            {
+                Some(HttpResponse::OkResponse(ok)) => ok,
+                other => panic!("not an ok_response: {other:?}"),
+            };
+            (ok.headers_to_remove, ok.query_parameters_to_remove)
+        };
+        for request in [&spoofed, &clean, &with_key, &spoofed, &clean] {
+            let answer = stripping.answer(&alice(None), request);
+            let expected = respond(&alice(None), request, &stripping.options);
+            assert_eq!(
+                removed(answer),
+                removed(Answer::Built(Box::new(expected))),
+                "{:?}",
+                request.headers
+            );
+        }
+        assert_eq!(
+            removed(stripping.answer(&alice(None), &spoofed)).0,
+            ["x-auth-role"]
+        );
+        assert_eq!(
+            removed(stripping.answer(&alice(None), &with_key)).1,
+            ["key"]
+        );
+        assert_eq!(
+            removed(stripping.answer(&alice(None), &clean)),
+            (vec![], vec![])
+        );
     }
 
     #[test]

@@ -12,10 +12,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use super::proto::envoy::service::auth::v3::CheckResponse;
 use super::wire::server::authorization_server::Authorization;
 use super::wire::CheckRequest;
-use super::{parse, respond, ParseError, ResponseOptions};
+use super::{parse, Answer, ParseError, Responder, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
 use crate::cache::{dearest_tier, track_tier, Tier};
 use crate::directory::Directory;
@@ -25,7 +24,7 @@ use crate::telemetry;
 
 pub struct AuthorizationService<D> {
     gate: Arc<Gate<D>>,
-    options: Arc<ResponseOptions>,
+    responder: Responder,
     observer: Arc<Observer>,
     /// Upper bound on a decision when Envoy sends no deadline.
     max_budget: Duration,
@@ -40,7 +39,7 @@ impl<D> AuthorizationService<D> {
     ) -> Self {
         Self {
             gate,
-            options: Arc::new(options),
+            responder: Responder::new(options),
             observer,
             max_budget,
         }
@@ -49,10 +48,7 @@ impl<D> AuthorizationService<D> {
 
 #[tonic::async_trait]
 impl<D: Directory> Authorization for AuthorizationService<D> {
-    async fn check(
-        &self,
-        grpc: GrpcRequest<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    async fn check(&self, grpc: GrpcRequest<CheckRequest>) -> Result<Response<Answer>, Status> {
         let started = Instant::now();
         let budget = budget(
             grpc.metadata()
@@ -101,7 +97,7 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
         };
         self.observer
             .record(&decision, &request, &span, tier, started.elapsed());
-        Ok(Response::new(respond(&decision, &request, &self.options)))
+        Ok(Response::new(self.responder.answer(&decision, &request)))
     }
 }
 
