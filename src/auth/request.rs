@@ -104,11 +104,14 @@ impl Headers {
 /// One HTTP request bound for Redmine, as Envoy described it.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    pub method: String,
+    pub method: ByteString,
     /// The path without the query string.
-    pub path: String,
-    /// Query parameters, percent-decoded, in order.
-    pub query: Vec<(String, String)>,
+    pub path: ByteString,
+    /// The query string as sent, without the `?`.
+    raw_query: ByteString,
+    /// `raw_query`'s parameters, percent-decoded, in order: parsed when first asked for one
+    /// the query may hold (most Checks ask only for credential parameters that are absent).
+    query: std::sync::OnceLock<Vec<(String, String)>>,
     pub headers: Headers,
     /// The direct peer's address, when Envoy gave one.
     pub source: Option<IpAddr>,
@@ -119,19 +122,22 @@ pub struct Request {
 impl Request {
     /// Builds a request from a raw request target (`/path?query`).
     pub fn new(method: &str, target: &str) -> Self {
+        Self::from_target(ByteString::from(method), ByteString::from(target))
+    }
+
+    /// As [`Request::new`], with the path and query sharing `target`'s bytes.
+    pub fn from_target(method: ByteString, target: ByteString) -> Self {
         // A fragment never reaches a server, but a hostile client may send one; Envoy and
         // Rack drop it, so the gate must judge the path without it.
-        let target = target.split('#').next().unwrap_or_default();
-        let (path, query) = match target.split_once('?') {
+        let without_fragment = target.split('#').next().unwrap_or_default();
+        let (path, query) = match without_fragment.split_once('?') {
             Some((path, query)) => (path, query),
-            None => (target, ""),
+            None => (without_fragment, ""),
         };
         Self {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query: form_urlencoded::parse(query.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
+            method,
+            path: target.slice_ref(path),
+            raw_query: target.slice_ref(query),
             ..Self::default()
         }
     }
@@ -143,7 +149,19 @@ impl Request {
 
     /// All values of the query parameter `name`, in order.
     pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.query
+        // A name can only be there literally, unless something in the query is encoded.
+        let raw = &*self.raw_query;
+        let may_hold = raw.contains(name) || raw.contains(['%', '+']);
+        let parameters: &[(String, String)] = if may_hold {
+            self.query.get_or_init(|| {
+                form_urlencoded::parse(raw.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+        } else {
+            &[]
+        };
+        parameters
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -177,7 +195,7 @@ impl Request {
         let decoded = if self.path.contains('%') {
             percent_encoding::percent_decode_str(&self.path).decode_utf8_lossy()
         } else {
-            std::borrow::Cow::Borrowed(self.path.as_str())
+            std::borrow::Cow::Borrowed(&*self.path)
         };
         let routed = decoded.trim_end_matches('/');
         let from_extension = routed
@@ -217,5 +235,36 @@ mod tests {
         assert_eq!(request.client_address(3), Some("10.0.0.5".parse().unwrap()));
         let spoofed = Request::new("GET", "/").with_header("x-forwarded-for", "not-an-ip");
         assert_eq!(spoofed.client_address(1), None);
+    }
+
+    #[test]
+    fn query_parameters_are_found_however_they_are_encoded() {
+        let values = |target: &str, name: &str| {
+            let request = Request::new("GET", target);
+            request
+                .query_all(name)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values("/issues.json?key=a", "key"), ["a"]);
+        // Encoded names are the same parameter to Rack: never skipped by the quick look.
+        assert_eq!(values("/issues.json?%6Bey=a", "key"), ["a"]);
+        assert_eq!(
+            values("/issues.json?k%65y=a&key=b&KEY=c", "key"),
+            ["a", "b"]
+        );
+        assert_eq!(values("/issues.json?access+token=a", "access token"), ["a"]);
+        assert_eq!(values("/issues.json?key=%20a%2Bb+c", "key"), [" a+b c"]);
+        // Present literally but not as a name.
+        assert!(values("/issues.json?keys=1&monkey=2&x=key", "key").is_empty());
+        assert!(values("/issues.json?project_id=1&limit=25", "key").is_empty());
+        assert!(values("/issues.json", "key").is_empty());
+        // The fragment is no part of the query, or of the path.
+        let request = Request::new("GET", "/issues.json?key=a#frag?key=b");
+        assert_eq!(&*request.path, "/issues.json");
+        assert_eq!(request.query_all("key").collect::<Vec<_>>(), ["a"]);
+        let request = Request::new("GET", "/issues.json#?key=b");
+        assert_eq!(&*request.path, "/issues.json");
+        assert_eq!(request.query_all("key").count(), 0);
     }
 }

@@ -28,7 +28,7 @@ pub const MAX_PATH_BYTES: usize = 16 * 1024;
 /// sharing the received frame.
 pub fn parse(check: CheckRequest) -> Result<Request, ParseError> {
     let mut attributes = check.attributes.ok_or(ParseError::NoHttpRequest)?;
-    let http = attributes
+    let mut http = attributes
         .request
         .take()
         .and_then(|r| r.http)
@@ -37,13 +37,13 @@ pub fn parse(check: CheckRequest) -> Result<Request, ParseError> {
         return Err(ParseError::NoHttpRequest);
     }
     check_sizes(&http)?;
-    let (Ok(method), Ok(path)) = (
-        std::str::from_utf8(&http.method),
-        std::str::from_utf8(&http.path),
+    let (Ok(method), Ok(target)) = (
+        ByteString::try_from(std::mem::take(&mut http.method)),
+        ByteString::try_from(std::mem::take(&mut http.path)),
     ) else {
         return Err(ParseError::NotUtf8);
     };
-    let mut request = Request::new(method, path);
+    let mut request = Request::from_target(method, target);
     move_headers(http, &mut request);
     request.source = attributes
         .source
