@@ -39,7 +39,7 @@ const CREDENTIAL_PARAMETERS: [&str; 3] = ["key", "access_token", "bearer_token"]
 
 pub fn respond(decision: &Decision, request: &Request, options: &ResponseOptions) -> CheckResponse {
     match decision {
-        Decision::Allow(allow) => allowed(allow, &removals(allow, request, options), options),
+        Decision::Allow(allow) => allowed(allow, removals(allow, request, options), options),
         Decision::Deny(deny) => denied(deny),
     }
 }
@@ -121,10 +121,10 @@ impl Responder {
             Decision::Allow(allow) => {
                 let removals = removals(allow, request, options);
                 if !removals.is_empty() {
-                    return Answer::Built(Box::new(allowed(allow, &removals, options)));
+                    return Answer::Built(Box::new(allowed(allow, removals, options)));
                 }
                 self.allows.get_or_insert_with(&allow.identity, || {
-                    encode(allowed(allow, &removals, options))
+                    encode(allowed(allow, removals, options))
                 })
             }
             Decision::Deny(deny) => self
@@ -199,7 +199,7 @@ fn removals(allow: &Allow, request: &Request, options: &ResponseOptions) -> Remo
     }
 }
 
-fn allowed(allow: &Allow, removals: &Removals, options: &ResponseOptions) -> CheckResponse {
+fn allowed(allow: &Allow, removals: Removals, options: &ResponseOptions) -> CheckResponse {
     let identity_headers = allow
         .identity
         .as_ref()
@@ -215,8 +215,8 @@ fn allowed(allow: &Allow, removals: &Removals, options: &ResponseOptions) -> Che
                 .into_iter()
                 .map(|(n, v)| overwrite(n, v))
                 .collect(),
-            headers_to_remove: removals.headers.clone(),
-            query_parameters_to_remove: removals.query_parameters.clone(),
+            headers_to_remove: removals.headers,
+            query_parameters_to_remove: removals.query_parameters,
             ..Default::default()
         })),
         dynamic_metadata: allow.identity.as_ref().map(dynamic_metadata),
