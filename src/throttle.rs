@@ -182,8 +182,9 @@ impl Throttle {
         });
         let shared = {
             let mut window = local.lock().unwrap_or_else(|e| e.into_inner());
-            let first_here = window.number != number || window.failures == 0;
-            if window.number != number {
+            // A new entry's window number is 0: a window long past.
+            let first_here = window.number != number;
+            if first_here {
                 window.number = number;
                 window.failures = 0;
             }
