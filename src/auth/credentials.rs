@@ -32,18 +32,32 @@ impl ApiKey {
     }
 }
 
-/// A user's login as typed by the client (trimmed, non-empty).
+/// A login to look a user up by: non-empty and free of NUL, which no stored login holds and
+/// PostgreSQL refuses in a query (an error there would read as an outage).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Login(String);
 
 impl Login {
+    /// A Basic login as `User.try_to_login!` takes it: trimmed as Ruby's `String#strip` trims
+    /// (ASCII white space and NUL, not Unicode spaces).
     pub fn parse(value: &str) -> Option<Self> {
-        let trimmed = value.trim();
-        (!trimmed.is_empty()).then(|| Self(trimmed.to_owned()))
+        Self::exact(value.trim_matches(is_ruby_space))
+    }
+
+    /// A login taken as sent, as Redmine takes an `X-Redmine-Switch-User` value (no strip).
+    pub fn exact(value: &str) -> Option<Self> {
+        (!value.is_empty() && !value.contains('\0')).then(|| Self(value.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The login as Ruby's `String#downcase` lowers it, which Redmine compares with
+    /// `LOWER(login)`: full Unicode mappings (`K` KELVIN SIGN is `k`, `İ` is `i̇`), one
+    /// character at a time (no final sigma). The database's own `LOWER` differs from it.
+    pub fn downcased(&self) -> String {
+        self.0.chars().flat_map(char::to_lowercase).collect()
     }
 }
 
@@ -138,7 +152,7 @@ impl Credential {
     /// whose credential is ambiguous or unreadable is an error, never a guess.
     pub fn select(request: &Request) -> Result<Self, Reason> {
         for header in [API_KEY_HEADER, AUTHORIZATION] {
-            if request.headers.is_not_utf8(header) {
+            if request.headers.any_spelling_not_utf8(header) {
                 return Err(Reason::MalformedHeader);
             }
         }
@@ -186,10 +200,25 @@ fn single_query<'a>(request: &'a Request, name: &'a str) -> Result<Option<&'a st
     single(request.query_all(name), false)
 }
 
-/// The one non-blank value of a header. A comma means Envoy joined repeated headers: no
-/// credential this gate reads may contain one.
+/// The one non-blank value of a header, in whichever spelling Rack reads as that header.
+/// Rack keeps the last of several spellings (or repeats), where the gate could name another
+/// user: more than one with any value is ambiguous. A comma means Envoy joined repeated
+/// headers: no credential this gate reads may contain one.
 pub fn single_header<'a>(request: &'a Request, name: &'a str) -> Result<Option<&'a str>, Reason> {
-    single(request.headers.get_all(name), true)
+    let mut values = request.headers.spellings(name).map(|(_, value)| value);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let (mut several, mut all_blank) = (false, is_blank(first));
+    for value in values {
+        several = true;
+        all_blank &= is_blank(value);
+    }
+    match (several, all_blank) {
+        (false, _) => single(std::iter::once(first), true),
+        (true, true) => Ok(None),
+        (true, false) => Err(Reason::AmbiguousCredential),
+    }
 }
 
 fn single<'a>(
@@ -207,6 +236,11 @@ fn single<'a>(
         }
     }
     Ok(chosen)
+}
+
+/// What Ruby's `String#strip` strips: ASCII white space (vertical tab too) and NUL.
+fn is_ruby_space(c: char) -> bool {
+    matches!(c, '\0' | '\t' | '\n' | '\x0b' | '\x0c' | '\r' | ' ')
 }
 
 /// Ruby's `blank?`: empty or only white space.
@@ -333,6 +367,91 @@ mod tests {
             .with_header("x-redmine-api-key", "a")
             .with_header("x-redmine-api-key", "b");
         assert_eq!(select(map_twice).unwrap_err(), Reason::AmbiguousCredential);
+    }
+
+    #[test]
+    fn credential_headers_in_every_spelling_rack_reads() {
+        let spelled =
+            |name: &str| select(Request::new("GET", "/x.json").with_header(name, "abc123"));
+        for name in [
+            "x_redmine_api_key",
+            "X-Redmine_API-Key",
+            "X_REDMINE_API_KEY",
+        ] {
+            assert!(
+                matches!(
+                    spelled(name),
+                    Ok(Credential::ApiKey(Some(_), KeySource::Header))
+                ),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            spelled("x-redmine-api-keys"),
+            Ok(Credential::Anonymous)
+        ));
+        assert!(matches!(
+            spelled("x__redmine-api-key"),
+            Ok(Credential::Anonymous)
+        ));
+        // Rack keeps the last of several spellings; the gate will not guess which.
+        let two = |first: &str, second: &str| {
+            select(
+                Request::new("GET", "/x.json")
+                    .with_header("x-redmine-api-key", first)
+                    .with_header("x_redmine_api_key", second),
+            )
+        };
+        assert_eq!(
+            two("alice", "admin").unwrap_err(),
+            Reason::AmbiguousCredential
+        );
+        assert_eq!(
+            two("alice", "alice").unwrap_err(),
+            Reason::AmbiguousCredential
+        );
+        assert_eq!(two("alice", " ").unwrap_err(), Reason::AmbiguousCredential);
+        assert_eq!(two("", "admin").unwrap_err(), Reason::AmbiguousCredential);
+        // All blank: no key, whichever Rack keeps.
+        assert!(matches!(two(" ", ""), Ok(Credential::Anonymous)));
+        let authorization = Request::new("GET", "/x.json")
+            .with_header("authorization", &basic("a:b"))
+            .with_header("Authorization", &basic("c:d"));
+        assert_eq!(
+            select(authorization).unwrap_err(),
+            Reason::AmbiguousCredential
+        );
+        let mut not_utf8 = Request::new("GET", "/x.json").with_header("x-redmine-api-key", "abc");
+        not_utf8.headers.push_not_utf8("X_Redmine_Api_Key");
+        assert_eq!(select(not_utf8).unwrap_err(), Reason::MalformedHeader);
+    }
+
+    #[test]
+    fn logins_are_trimmed_as_ruby_strips_and_never_hold_nul() {
+        let parsed = |value: &str| Login::parse(value).map(|l| l.as_str().to_owned());
+        assert_eq!(
+            parsed(" \t\x0b\x0c\r\n\0alice\0 ").as_deref(),
+            Some("alice")
+        );
+        // Ruby's strip leaves Unicode spaces: no stored login has them, so no user matches.
+        assert_eq!(
+            parsed("\u{a0}alice\u{3000}").as_deref(),
+            Some("\u{a0}alice\u{3000}")
+        );
+        assert_eq!(parsed("al\0ice"), None, "PostgreSQL refuses NUL: no lookup");
+        assert_eq!(parsed(" \0 "), None);
+        assert_eq!(Login::exact("alice ").unwrap().as_str(), "alice ");
+        assert!(Login::exact("al\0ice").is_none());
+        assert!(Login::exact("").is_none());
+    }
+
+    #[test]
+    fn logins_are_downcased_as_ruby_downcases() {
+        let lower = |value: &str| Login::exact(value).unwrap().downcased();
+        assert_eq!(lower("ALICE"), "alice");
+        assert_eq!(lower("\u{212A}ATE"), "kate", "KELVIN SIGN");
+        assert_eq!(lower("ADMİN"), "admi\u{307}n", "not `admin`");
+        assert_eq!(lower("ΟΔΟΣ"), "οδοσ", "no final sigma");
     }
 
     #[test]

@@ -622,6 +622,22 @@ mod tests {
         assert_eq!(switch_request(&request, &plain), SwitchRequest::None);
         let blank = Request::new("GET", "/issues.json").with_header("x-redmine-switch-user", " ");
         assert_eq!(switch_request(&blank, &admin), SwitchRequest::None);
+        // Rack reads `X_Redmine_Switch_User` as the same header, keeping the last of several.
+        let underscored =
+            Request::new("GET", "/issues.json").with_header("X_Redmine_Switch_User", "alice");
+        assert_eq!(
+            switch_request(&underscored, &admin),
+            SwitchRequest::To("alice".into())
+        );
+        let two = underscored.with_header("x-redmine-switch-user", "alice");
+        assert_eq!(switch_request(&two, &admin), SwitchRequest::Invalid);
+        // Taken as sent: Redmine does not strip it, and " alice" is no login.
+        let padded =
+            Request::new("GET", "/issues.json").with_header("x-redmine-switch-user", " alice");
+        assert_eq!(
+            switch_request(&padded, &admin),
+            SwitchRequest::To(" alice".into())
+        );
 
         let Decision::Allow(Allow {
             identity: Some(switched),

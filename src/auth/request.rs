@@ -99,6 +99,49 @@ impl Headers {
             .map(|(n, _)| &**n)
             .chain(self.not_utf8.iter().map(String::as_str))
     }
+
+    /// Every header Rack reads under `name`'s variable, whatever its spelling: each as
+    /// `(name as sent, value)`, in order.
+    pub fn spellings<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| same_rack_name(n, name))
+            .map(|(n, v)| (&**n, &**v))
+    }
+
+    /// The names as sent of every header Rack reads under `name`'s variable, UTF-8 or not.
+    pub fn spelling_names<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.names().filter(move |n| same_rack_name(n, name))
+    }
+
+    /// True when some spelling of `name` arrived with a value that is not UTF-8.
+    pub fn any_spelling_not_utf8(&self, name: &str) -> bool {
+        self.not_utf8.iter().any(|n| same_rack_name(n, name))
+    }
+}
+
+/// Whether two header names are one variable to Rack, and so to Redmine. Rack (like CGI and
+/// WSGI) names a header `HTTP_` + its name upper-cased with `-` as `_`: `X-Redmine-API-Key`,
+/// `x_redmine_api_key` and `X-Redmine_API-Key` are all `HTTP_X_REDMINE_API_KEY`.
+pub fn same_rack_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && rack_bytes_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Whether Rack's variable for `name` starts with the one for `prefix` (`x_auth_user_id` has
+/// the prefix `x-auth-`).
+pub fn has_rack_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len() && rack_bytes_eq(&name.as_bytes()[..prefix.len()], prefix.as_bytes())
+}
+
+fn rack_bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
 /// One HTTP request bound for Redmine, as Envoy described it.
@@ -165,6 +208,33 @@ impl Request {
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The query's parameter names that Rack reads as one of `names` (`key`, `%6Bey`, `key[]`),
+    /// both as written and decoded, for a proxy to remove: whether it matches names before or
+    /// after decoding them, each is gone.
+    pub fn raw_parameter_names(&self, names: &[&str]) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        for pair in self.raw_query.split('&') {
+            let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded: String = form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .map(|(name, _)| name.into_owned())
+                .unwrap_or_default();
+            let matches = names.iter().any(|name| {
+                decoded
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
+            });
+            if matches {
+                for name in [raw, decoded.as_str()] {
+                    if !found.iter().any(|f| f == name) {
+                        found.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The client to hold responsible for failures: the direct peer, or with `trusted_hops`

@@ -15,6 +15,7 @@ use super::proto::envoy::service::auth::v3::{
 use super::proto::google::rpc;
 use crate::auth::credentials::{API_KEY_HEADER, AUTHORIZATION, SWITCH_USER_HEADER};
 use crate::auth::decision::{Allow, Challenge, DenyStatus};
+use crate::auth::request::has_rack_prefix;
 use crate::auth::{Decision, Deny, Identity, Reason, Request};
 
 /// How allowed requests are rewritten for the upstream.
@@ -155,7 +156,8 @@ fn removals(allow: &Allow, request: &Request, options: &ResponseOptions) -> Remo
     let mut set: Option<Vec<(String, String)>> = None;
     let mut headers: Vec<String> = Vec::new();
     for name in request.headers.names() {
-        if !name.starts_with(&options.header_prefix) {
+        // In any spelling: a Rack upstream reads `x_auth_user_id` as `x-auth-user-id`.
+        if !has_rack_prefix(name, &options.header_prefix) {
             continue;
         }
         let set = set.get_or_insert_with(|| {
@@ -175,23 +177,24 @@ fn removals(allow: &Allow, request: &Request, options: &ResponseOptions) -> Remo
         .is_some_and(|i| i.impersonator.is_some());
     // Upstream Redmine checks an LDAP user itself and must see the same request.
     let passed_on = allow.reason == Reason::ExternalAuthPassedOn;
-    let has_switch_header = request.headers.get_all(SWITCH_USER_HEADER).next().is_some();
     let strip = options.strip_credentials && allow.reason == Reason::Authenticated;
-    if has_switch_header && !passed_on && (!switched || strip) {
-        headers.push(SWITCH_USER_HEADER.to_owned());
+    // Every spelling Rack reads as the header goes, or the upstream could read one the gate
+    // did not judge.
+    let mut remove_spellings = |header: &str| {
+        for name in request.headers.spelling_names(header) {
+            if !headers.iter().any(|r| r == name) {
+                headers.push(name.to_owned());
+            }
+        }
+    };
+    if !passed_on && (!switched || strip) {
+        remove_spellings(SWITCH_USER_HEADER);
     }
     let mut query_parameters = Vec::new();
     if strip {
-        for header in [AUTHORIZATION, API_KEY_HEADER] {
-            if request.headers.names().any(|n| n == header) {
-                headers.push(header.to_owned());
-            }
-        }
-        for parameter in CREDENTIAL_PARAMETERS {
-            if request.query_all(parameter).next().is_some() {
-                query_parameters.push(parameter.to_owned());
-            }
-        }
+        remove_spellings(AUTHORIZATION);
+        remove_spellings(API_KEY_HEADER);
+        query_parameters = request.raw_parameter_names(&CREDENTIAL_PARAMETERS);
     }
     Removals {
         headers,
@@ -498,6 +501,95 @@ mod tests {
         assert_eq!(kind("login"), Kind::StringValue("alice".to_owned()));
         assert_eq!(kind("method"), Kind::StringValue("api-key".to_owned()));
         assert_eq!(kind("impersonator"), Kind::StringValue("root".to_owned()));
+    }
+
+    fn removals_of(
+        decision: &Decision,
+        request: &Request,
+        strip: bool,
+    ) -> (Vec<String>, Vec<String>) {
+        let options = ResponseOptions {
+            strip_credentials: strip,
+            ..Default::default()
+        };
+        match respond(decision, request, &options).http_response {
+            Some(HttpResponse::OkResponse(ok)) => {
+                (ok.headers_to_remove, ok.query_parameters_to_remove)
+            }
+            other => panic!("not an ok_response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn identity_headers_are_removed_in_every_spelling_rack_reads() {
+        let request = Request::new("GET", "/issues.json")
+            .with_header("x_auth_user_id", "1")
+            .with_header("X-Auth_User-Login", "admin")
+            .with_header("x-auth-user-admin", "true")
+            .with_header("x_auth_impersonator", "root")
+            .with_header("x-auth_oauth-scopes", "admin")
+            .with_header("x-authority", "not ours")
+            .with_header("x_authx", "not ours either");
+        let removed = [
+            "x_auth_user_id",
+            "x-auth_user-login",
+            "x_auth_impersonator",
+            "x-auth_oauth-scopes",
+        ];
+        // Allowed: the dash spellings the gate sets overwrite; every other spelling goes.
+        assert_eq!(removals_of(&alice(None), &request, false).0, removed);
+        // Not gated or anonymous: nothing is set, so everything under the prefix goes.
+        let passed = Decision::Allow(Allow {
+            identity: None,
+            reason: Reason::NotGated,
+        });
+        let mut all = removed.to_vec();
+        all.insert(2, "x-auth-user-admin");
+        assert_eq!(removals_of(&passed, &request, false).0, all);
+    }
+
+    #[test]
+    fn switch_and_credential_headers_go_in_every_spelling() {
+        let request = Request::new(
+            "GET",
+            "/issues.json?%6Bey=k&k%65y=k&access%5Ftoken=t&key[]=k&keys=1&x=key",
+        )
+        .with_header("x_redmine_switch_user", "bob")
+        .with_header("X-Redmine_Switch-User", "bob")
+        .with_header("x_redmine_api_key", "k")
+        .with_header("authorization", "Basic YTpi");
+        // A non-admin's switch header, in both spellings; credentials stay unless stripped.
+        assert_eq!(
+            removals_of(&alice(None), &request, false),
+            (
+                vec![
+                    "x_redmine_switch_user".to_owned(),
+                    "x-redmine_switch-user".to_owned()
+                ],
+                vec![]
+            )
+        );
+        let (headers, parameters) = removals_of(&alice(None), &request, true);
+        assert_eq!(
+            headers,
+            [
+                "x_redmine_switch_user",
+                "x-redmine_switch-user",
+                "authorization",
+                "x_redmine_api_key"
+            ]
+        );
+        assert_eq!(
+            parameters,
+            [
+                "%6Bey",
+                "key",
+                "k%65y",
+                "access%5Ftoken",
+                "access_token",
+                "key[]"
+            ]
+        );
     }
 
     #[test]
