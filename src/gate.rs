@@ -143,7 +143,7 @@ impl<D: Directory> Gate<D> {
             SwitchRequest::None => decide::allow(identity),
             SwitchRequest::Invalid => decide::switch_user(identity, None, format),
             SwitchRequest::To(login) => {
-                let target = match Login::parse(&login) {
+                let target = match Login::exact(&login) {
                     Some(login) => self.directory.user_by_login(&login).await?,
                     None => None,
                 };

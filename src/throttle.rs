@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::auth::{Credential, Request};
+use crate::auth::{Credential, Login, Request};
 use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier, SharedCounter};
 use crate::clock::Clock;
 
@@ -116,9 +116,10 @@ impl Throttle {
             .then(|| request.client_address(self.options.trusted_hops))
             .flatten();
         let login = match credential {
+            // Counted under the name Redmine's case-insensitive lookup would find.
             Some(Credential::Basic(basic)) if self.options.login_limit > 0 => {
-                let login = basic.username.trim().to_lowercase();
-                (!login.is_empty()).then(|| self.hasher.key(KeyKind::FailedLogin, &[&login]))
+                Login::parse(&basic.username)
+                    .map(|login| self.hasher.key(KeyKind::FailedLogin, &[&login.downcased()]))
             }
             _ => None,
         };

@@ -111,6 +111,7 @@ impl Store {
     async fn user_row_by_login(&self, login: &Login) -> Result<Option<UserRow>, DirectoryError> {
         let rows: Vec<UserRow> = sqlx::query_as(queries::USERS_BY_LOGIN)
             .bind(login.as_str())
+            .bind(login.downcased())
             .fetch_all(&self.pool)
             .instrument(sql_span("users by login"))
             .await

@@ -22,7 +22,7 @@ pub const USER_BY_API_KEY: &str = concat!(
 pub const USERS_BY_LOGIN: &str = concat!(
     "SELECT ",
     principal_columns!(),
-    " FROM users u WHERE u.type = 'User' AND (u.login = $1 OR LOWER(u.login) = LOWER($1)) \
+    " FROM users u WHERE u.type = 'User' AND (u.login = $1 OR LOWER(u.login) = $2) \
      ORDER BY u.id LIMIT 20"
 );
 

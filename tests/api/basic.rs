@@ -237,3 +237,47 @@ async fn ldap_users_can_be_passed_on_without_identity() {
         .await;
     app.check(lara).await.assert_denied(401, "invalid_basic");
 }
+
+/// PostgreSQL refuses a NUL in a query string; such a login was a database error answered
+/// 503, so anyone could fake an outage. No stored login holds one: it is refused before any
+/// query, as Redmine's rules refuse an unknown login, and counted as a failed login.
+#[tokio::test]
+async fn logins_no_user_can_hold_are_refused_before_any_query() {
+    let app = spawn_app(&["--throttle-client-limit", "3"]).await;
+    let nul_login = |login: &str| {
+        get("/issues.json")
+            .header("authorization", &basic(login, demo_password("alice")))
+            .source("198.51.100.40")
+    };
+    app.check(nul_login("al\0ice"))
+        .await
+        .assert_denied(401, "invalid_basic");
+    // Ruby's strip takes a NUL at either end, as it does spaces.
+    app.check(nul_login("\0alice\0 "))
+        .await
+        .assert_user("alice", "basic-password");
+    // A switch to a login with a NUL: the target cannot exist.
+    app.check(
+        get("/issues.json")
+            .header("x-redmine-api-key", demo_key("admin"))
+            .header("x-redmine-switch-user", "al\0ice"),
+    )
+    .await
+    .assert_denied(412, "invalid_switch_user");
+    app.check(nul_login("ad\0min"))
+        .await
+        .assert_denied(401, "invalid_basic");
+    app.check(nul_login("a\0b"))
+        .await
+        .assert_denied(401, "invalid_basic");
+    // Three failures from one client: the limit holds it, as for any wrong login.
+    app.check(nul_login("alice"))
+        .await
+        .assert_denied(429, "throttled");
+    let metrics = http_get(app.admin_port.expect("admin port"), "/metrics").await;
+    let errors = metrics
+        .lines()
+        .find(|line| line.starts_with("authz_database_errors_total"))
+        .unwrap_or("authz_database_errors_total 0");
+    assert!(errors.ends_with(" 0"), "{errors}");
+}
