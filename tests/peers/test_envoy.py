@@ -123,7 +123,8 @@ def test_switch_header_of_non_admin_is_ignored_and_removed(envoy, demo_db, upstr
 
 def test_dynamic_metadata_reaches_envoy_access_log(envoy, demo_db, upstream):
     probe = new_id()
-    response, _ = send(envoy, "GET", f"/issues.json?probe={probe}", [("X-Redmine-API-Key", demo_db.keys["alice"])])
+    response, _ = send(envoy, "GET", f"/projects/{probe}/issues.json",
+                       [("X-Redmine-API-Key", demo_db.keys["alice"])])
     upstream_view(response)
 
     def logged():
@@ -135,6 +136,26 @@ def test_dynamic_metadata_reaches_envoy_access_log(envoy, demo_db, upstream):
     assert line["authz_login"] == "alice"
     assert line["authz_method"] == "api-key"
     assert line["authz_user_id"] == demo_db.ids["alice"]
+
+
+def test_credentials_in_the_query_appear_in_no_log(envoy, authz, demo_db, upstream):
+    """The example's access log writes the path without its query: `?key=` and
+    `?access_token=` are credentials. Neither Envoy's nor the gate's output holds them."""
+    probe = new_id()
+    for query in [f"key={demo_db.keys['alice']}", f"access_token={demo_db.oauth_token}"]:
+        response, _ = send(envoy, "GET", f"/projects/{probe}/issues.json?{query}")
+        upstream_view(response)
+
+    def logged():
+        return [line for line in envoy.access_log_lines() if probe in (line.get("path") or "")]
+
+    wait_until(lambda: len(logged()) == 2, 10, "the access log lines of both requests", envoy.proc)
+    assert [line["path"] for line in logged()] == [f"/projects/{probe}/issues.json"] * 2
+    for proc in (envoy.proc, authz.proc):
+        for path in (proc.log_path, proc.err_path):
+            text = path.read_text(errors="replace")
+            for secret in (demo_db.keys["alice"], demo_db.oauth_token):
+                assert secret not in text, f"a credential in {path.name}"
 
 
 # --------------------------------------------------------------------------- deny
@@ -308,7 +329,7 @@ def test_web_ui_is_not_gated_and_spoofed_identity_removed(envoy, upstream):
     assert upstream_view(response)["method"] == "POST"
 
 
-def test_oauth_endpoints_bypass_the_gate(envoy, upstream):
+def test_oauth_endpoints_are_not_gated(envoy, upstream):
     body = b"grant_type=client_credentials&scope=view_issues"
     response, test_id = send(
         envoy, "POST", "/oauth/token",
@@ -320,16 +341,19 @@ def test_oauth_endpoints_bypass_the_gate(envoy, upstream):
     assert test_id in upstream.seen_ids
     assert payload["body"] == body.decode()
     assert payload["headers"]["authorization"] == [basic("client-id", "client-secret")]
-    # The ext_authz filter is off here; the route itself strips the identity headers.
+    # Not gated, but the gate sees the request and removes the identity headers.
     assert identity_of(payload) == {}
     response, _ = send(envoy, "GET", "/oauth/authorize?client_id=x&response_type=code")
     upstream_view(response)
 
 
-def test_oauth_endpoints_pass_even_when_authz_is_down(envoy_pool, envoy, upstream):
+def test_oauth_endpoints_fail_closed_when_authz_is_down(envoy_pool, envoy, upstream):
+    """Only the gate removes identity headers in every spelling, so /oauth/ goes through it
+    too: with the gate away, Envoy answers 503 there as everywhere."""
     nobody = envoy_pool.get(_closed_port(), envoy.raw_headers)
-    response, _ = send(nobody, "POST", "/oauth/revoke", body=b"token=x")
-    upstream_view(response)
+    response, test_id = send(nobody, "POST", "/oauth/revoke", body=b"token=x")
+    assert response.status == 503, (response.status, response.body)
+    assert test_id not in upstream.seen_ids
 
 
 def test_non_utf8_header_value_does_not_break_the_check(envoy, demo_db, upstream):

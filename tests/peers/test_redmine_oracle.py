@@ -27,6 +27,7 @@ KEY_AS_PASSWORD = "gate rule: API key as the Basic password (SPEC 5)"
 REST_OFF_DENIES_ALL = "SPEC 3: REST API off denies every gated request 403"
 REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (SPEC 7)"
 AMBIGUOUS = "SPEC 4: two different values of a credential are ambiguous, 401"
+AMBIGUOUS_SPELLINGS = "SPEC 4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
 STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
 QUERY_KEY_ONLY = "SPEC 4: `key` from the query only; Redmine also reads the body"
 # Rails routes "/issues.json/" and "/issues.js%6Fn" to the JSON API like "/issues.json"; the
@@ -187,6 +188,19 @@ REST_ON = [
     Case("switch-non-admin-alice-to-admin", CURRENT, switch("admin", key_header("alice")), 200, "alice"),
     Case("switch-non-admin-bob-to-larry", CURRENT, switch("larry", basic_pw("bob")), 200, "bob"),
     Case("switch-non-admin-tina-to-ghost", CURRENT, switch("ghost", key_header("tina")), 200, "tina"),
+    # -- header spellings: Rack reads `X_Redmine_API_Key` as `X-Redmine-API-Key`, the last wins
+    Case("key-header-underscore-alice", CURRENT, lambda c: [("X_Redmine_API_Key", c.key("alice"))], 200, "alice"),
+    Case("key-header-mixed-spelling-alice", CURRENT, lambda c: [("x-redmine_api-KEY", c.key("alice"))], 200, "alice"),
+    Case("key-header-two-spellings", CURRENT,
+         lambda c: [("X-Redmine-API-Key", c.key("alice")), ("X_Redmine_API_Key", c.key("admin"))],
+         200, "admin", gate=(401, None), rule=AMBIGUOUS_SPELLINGS),
+    Case("switch-underscore-admin-to-alice", CURRENT,
+         lambda c: key_header("admin")(c) + [("X_Redmine_Switch_User", "alice")], 200, "alice"),
+    Case("switch-underscore-non-admin-alice-to-admin", CURRENT,
+         lambda c: key_header("alice")(c) + [("X_Redmine_Switch_User", "admin")], 200, "alice"),
+    Case("switch-two-spellings", CURRENT,
+         lambda c: key_header("admin")(c) + [("X-Redmine-Switch-User", "alice"), ("X_Redmine_Switch_User", "bob")],
+         200, "bob", gate=(412, None), rule=AMBIGUOUS_SPELLINGS),
 ]
 
 REST_OFF = [
