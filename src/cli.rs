@@ -37,9 +37,10 @@ pub struct DecisionArgs {
     /// Redmine's PostgreSQL database (read-only access is enough).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
-    /// The time zone Redmine writes timestamps in (IANA name).
-    #[arg(long, env = "AUTHZ_REDMINE_TIMEZONE", default_value = "UTC")]
-    pub redmine_timezone: String,
+    /// The time zone Redmine writes timestamps in (IANA name): the zone Redmine's server runs
+    /// in. Not set: UTC, with a warning at start-up.
+    #[arg(long, env = "AUTHZ_REDMINE_TIMEZONE", value_name = "ZONE")]
+    pub redmine_timezone: Option<String>,
     /// Let API requests without credentials through as anonymous (Redmine serves public data).
     #[arg(long, env = "AUTHZ_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,

@@ -52,6 +52,14 @@ async fn serve(args: &ServeArgs, telemetry: &TelemetryConfig) -> Result<(), Comm
         "redmine-authz {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    if !config.decision.timezone_given {
+        tracing::warn!(
+            "--redmine-timezone (AUTHZ_REDMINE_TIMEZONE) is not set: Redmine's timestamps are read \
+             as UTC. Redmine writes them in its server's local time zone; where that is not UTC, \
+             revoked or expired OAuth tokens stay valid (or valid ones are refused) for the \
+             difference. Set it to the zone Redmine runs in, UTC included."
+        );
+    }
     let app = Application::build(config)
         .await
         .map_err(|e| CommandError::Failed(e.to_string()))?;

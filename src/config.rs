@@ -82,6 +82,9 @@ impl fmt::Debug for DatabaseTarget {
 pub struct DecisionConfig {
     pub database: DatabaseTarget,
     pub policy: Policy,
+    /// False when the zone is UTC only because none was given: worth a warning, as the
+    /// database cannot say which zone Redmine writes in.
+    pub timezone_given: bool,
     pub response: ResponseOptions,
     pub store: StoreOptions,
 }
@@ -116,10 +119,10 @@ impl DecisionConfig {
             }
             Some(url) => DatabaseTarget::parse(url).map_err(|e| errors.push(e)).ok(),
         };
-        let timezone = RedmineTimezone::parse(&args.redmine_timezone).or_else(|| {
+        let zone = args.redmine_timezone.as_deref().unwrap_or("UTC");
+        let timezone = RedmineTimezone::parse(zone).or_else(|| {
             errors.push(format!(
-                "--redmine-timezone {:?} is not an IANA time zone name",
-                args.redmine_timezone
+                "--redmine-timezone {zone:?} is not an IANA time zone name"
             ));
             None
         });
@@ -142,6 +145,7 @@ impl DecisionConfig {
         }
         Some(Self {
             database: database?,
+            timezone_given: args.redmine_timezone.is_some(),
             policy: Policy {
                 timezone: timezone?,
                 allow_anonymous: args.allow_anonymous,

@@ -99,18 +99,13 @@ fn serve_reports_every_configuration_error_at_once() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--database-url"));
 }
 
-#[tokio::test]
-async fn serve_prints_its_configuration_without_secrets_and_stops_on_sigterm() {
-    let database = fresh_database().await;
-    let with_password = database.replacen("postgres@", "postgres:pw-not-to-print@", 1);
+/// Runs `serve` for a moment, stops it with SIGTERM, and returns what it wrote to stderr.
+async fn serve_briefly(args: &[&str], env: &[(&str, &str)]) -> String {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_redmine-authz"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &with_password,
-        ])
+        .arg("serve")
+        .args(args)
+        .env_remove("AUTHZ_REDMINE_TIMEZONE")
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -121,14 +116,48 @@ async fn serve_prints_its_configuration_without_secrets_and_stops_on_sigterm() {
         .await
         .expect("stops after SIGTERM")
         .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{err}");
+    err
+}
+
+#[tokio::test]
+async fn serve_prints_its_configuration_without_secrets_and_stops_on_sigterm() {
+    let database = fresh_database().await;
+    let with_password = database.replacen("postgres@", "postgres:pw-not-to-print@", 1);
+    let err = serve_briefly(
+        &["--listen", "127.0.0.1:0", "--database-url", &with_password],
+        &[],
+    )
+    .await;
     assert!(
         err.contains("starting") && err.contains("listen=127.0.0.1:0"),
         "{err}"
     );
     assert!(err.contains("shutting down"), "{err}");
     assert!(!err.contains("pw-not-to-print"), "{err}");
+}
+
+/// A zone left at its default is a silent nine-hour window for revoked tokens of a Redmine
+/// that runs in Tokyo time: say so at start-up, unless the operator chose one.
+#[tokio::test]
+async fn serve_warns_when_redmines_time_zone_was_not_given() {
+    let database = fresh_database().await;
+    let args = ["--listen", "127.0.0.1:0", "--database-url", &database];
+    let unset = serve_briefly(&args, &[]).await;
+    assert!(
+        unset.contains("WARN") && unset.contains("--redmine-timezone"),
+        "{unset}"
+    );
+    for given in [
+        serve_briefly(&[&args[..], &["--redmine-timezone", "UTC"]].concat(), &[]).await,
+        serve_briefly(&args, &[("AUTHZ_REDMINE_TIMEZONE", "Asia/Tokyo")]).await,
+    ] {
+        assert!(
+            given.contains("starting") && !given.contains("--redmine-timezone"),
+            "{given}"
+        );
+    }
 }
 
 /// The binary's own audit writer (buffered, in a thread): a decision's line must reach stdout
