@@ -160,6 +160,18 @@ pub struct Request {
     pub source: Option<IpAddr>,
     /// `None` when the route sets no mode; `Some(Err(value))` for an unknown one.
     pub mode: Option<Result<RouteMode, String>>,
+    /// The request body when the proxy sent it (Envoy's `with_request_body`); `None` when it
+    /// sent none. Its content type is the request's `content-type` header.
+    pub body: Option<RequestBody>,
+}
+
+/// A request body as the proxy forwarded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestBody {
+    pub bytes: bytes::Bytes,
+    /// The proxy cut the body at its buffer limit (Envoy: `allow_partial_message` and the
+    /// `x-envoy-auth-partial-body: true` header): what Redmine will read is unknown.
+    pub partial: bool,
 }
 
 impl Request {
