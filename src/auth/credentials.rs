@@ -115,7 +115,9 @@ impl BasicCredentials {
             .decode(encoded)
             .map_err(|_| Reason::MalformedBasic)?;
         let text = String::from_utf8(bytes).map_err(|_| Reason::MalformedBasic)?;
-        let (username, password) = text.split_once(':').ok_or(Reason::MalformedBasic)?;
+        // No colon: all of it is the user name and there is no password, which Redmine then
+        // tries as an API key (`User.find_by_api_key(username)`).
+        let (username, password) = text.split_once(':').unwrap_or((&text, ""));
         Ok(Self {
             username: username.to_owned(),
             password: password.to_owned(),
@@ -163,14 +165,20 @@ impl Credential {
             return Ok(Self::ApiKey(ApiKey::parse(key), KeySource::Header));
         }
         let authorization = single_header(request, AUTHORIZATION)?;
-        let bearer = match authorization.and_then(|value| strip_scheme(value, "bearer")) {
-            Some(token) => Some(token.trim()),
+        // Doorkeeper removes `Bearer ` and nothing else (a space or NBSP left is part of the
+        // token, which then matches no stored one), and tries its next source when a token
+        // is blank (`present?`).
+        let bearer = match authorization
+            .and_then(|value| strip_scheme(value, "bearer"))
+            .filter(|token| !is_blank(token))
+        {
+            Some(token) => Some(token),
             None => match single_query(request, "access_token")? {
                 Some(token) => Some(token),
                 None => single_query(request, "bearer_token")?,
             },
         };
-        if let Some(token) = bearer.filter(|t| !t.is_empty()) {
+        if let Some(token) = bearer {
             if token.len() > CREDENTIAL_MAX_LEN {
                 return Err(Reason::CredentialTooLong);
             }
@@ -340,9 +348,20 @@ mod tests {
 
     #[test]
     fn bearer_sources_in_order() {
-        let header = Request::new("GET", "/x.json?access_token=b")
-            .with_header("authorization", "bEaReR   a");
+        let header =
+            Request::new("GET", "/x.json?access_token=b").with_header("authorization", "bEaReR a");
         assert!(matches!(select(header).unwrap(), Credential::Bearer(t) if t.expose() == "a"));
+        // Doorkeeper strips the scheme and one space only.
+        for (value, token) in [("Bearer   a", "  a"), ("Bearer \u{a0}a", "\u{a0}a")] {
+            let request = Request::new("GET", "/x.json").with_header("authorization", value);
+            assert!(
+                matches!(select(request).unwrap(), Credential::Bearer(t) if t.expose() == token)
+            );
+        }
+        // A blank token: the next source.
+        let blank = Request::new("GET", "/x.json?access_token=b")
+            .with_header("authorization", "Bearer \u{3000}");
+        assert!(matches!(select(blank).unwrap(), Credential::Bearer(t) if t.expose() == "b"));
         let access = Request::new("GET", "/x.json?bearer_token=c&access_token=b");
         assert!(matches!(select(access).unwrap(), Credential::Bearer(t) if t.expose() == "b"));
         let param = Request::new("GET", "/x.json?bearer_token=c");
@@ -464,10 +483,12 @@ mod tests {
             BasicCredentials::decode("!!!").unwrap_err(),
             Reason::MalformedBasic
         );
+        let no_colon = BasicCredentials::decode("YWxpY2U").unwrap(); // "alice"
         assert_eq!(
-            BasicCredentials::decode("YWxpY2U").unwrap_err(), // "alice", no colon
-            Reason::MalformedBasic
+            (no_colon.username.as_str(), no_colon.password.as_str()),
+            ("alice", "")
         );
+        assert!(no_colon.password_login().is_none());
         assert_eq!(
             BasicCredentials::decode("/w==").unwrap_err(), // 0xff, not UTF-8
             Reason::MalformedBasic

@@ -281,3 +281,24 @@ async fn logins_no_user_can_hold_are_refused_before_any_query() {
         .unwrap_or("authz_database_errors_total 0");
     assert!(errors.ends_with(" 0"), "{errors}");
 }
+
+/// Redmine splits a Basic credential at its first colon; with none, the whole is the user name
+/// and there is no password, so `User.find_by_api_key(username)` is what can succeed.
+#[tokio::test]
+async fn an_api_key_as_the_user_name_needs_no_colon() {
+    use base64::Engine as _;
+    let app = spawn_app(&[]).await;
+    let encode = |text: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        )
+    };
+    app.check(get("/issues.json").header("authorization", &encode(demo_key("alice"))))
+        .await
+        .assert_user("alice", "basic-api-key");
+    // A login alone is no credential.
+    app.check(get("/issues.json").header("authorization", &encode("alice")))
+        .await
+        .assert_denied(401, "invalid_basic");
+}

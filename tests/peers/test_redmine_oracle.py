@@ -7,6 +7,7 @@ explicitly and say why. The comparison table is printed at the end of the run.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -146,6 +147,11 @@ REST_ON = [
          gate=(401, None), rule=STRICT_BASE64),
     # -- HTTP Basic with an API key
     Case("basic-key-as-user-alice", CURRENT, lambda c: [("Authorization", basic(c.key("alice"), "x"))], 200, "alice"),
+    # No colon: the whole is the user name, no password; Redmine tries it as an API key.
+    Case("basic-key-no-colon-alice", CURRENT,
+         lambda c: [("Authorization", "Basic " + base64.b64encode(c.key("alice").encode()).decode())], 200, "alice"),
+    Case("basic-login-no-colon-alice", CURRENT,
+         lambda c: [("Authorization", "Basic " + base64.b64encode(b"alice").decode())], 401),
     Case("basic-key-as-user-2fa-tina", CURRENT, lambda c: [("Authorization", basic(c.key("tina"), "x"))], 200, "tina"),
     Case("basic-key-as-user-must-change-mona", CURRENT,
          lambda c: [("Authorization", basic(c.key("mona"), "x"))], 403),
