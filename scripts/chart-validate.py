@@ -171,6 +171,38 @@ REFERENCE_GRANT_SPEC = closed({
     "to": {"type": "array", "minItems": 1, "items": closed(
         {"group": STR, "kind": STR, "name": STR}, required=["group", "kind"])},
 }, required=["from", "to"])
+# Istio's EnvoyFilter (istio.io/api networking/v1alpha3/envoy_filter.proto): the listener
+# match and the patch; the patch value is Envoy's own config, checked by cmd_mesh's rules.
+ENVOY_FILTER_SPEC = closed({
+    "workloadSelector": closed({"labels": STRMAP}, required=["labels"]),
+    "targetRefs": {"type": "array"},
+    "priority": {"type": "integer"},
+    "configPatches": {"type": "array", "minItems": 1, "items": closed({
+        "applyTo": {"enum": ["LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER",
+                             "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER",
+                             "EXTENSION_CONFIG", "BOOTSTRAP", "LISTENER_FILTER"]},
+        "match": closed({
+            "context": {"enum": ["ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY", "WAYPOINT"]},
+            "proxy": closed({"proxyVersion": STR, "metadata": STRMAP}),
+            "listener": closed({
+                "portNumber": PORT, "portName": STR, "listenerFilter": STR, "name": STR,
+                "filterChain": closed({
+                    "name": STR, "sni": STR, "transportProtocol": STR, "applicationProtocols": STR,
+                    "destinationPort": PORT,
+                    "filter": closed({"name": STR, "subFilter": closed({"name": STR})}),
+                }),
+            }),
+            "routeConfiguration": {"type": "object"}, "cluster": {"type": "object"},
+            "waypoint": {"type": "object"},
+        }),
+        "patch": closed({
+            "operation": {"enum": ["MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER",
+                                   "INSERT_FIRST", "REPLACE", "MERGE_AND_REPLACE_LIST"]},
+            "value": {"type": "object"},
+            "filterClass": {"enum": ["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"]},
+        }, required=["operation"]),
+    }, required=["applyTo", "patch"])},
+}, required=["configPatches"])
 SERVICE_MONITOR_SPEC = {"type": "object", "required": ["selector", "endpoints"], "properties": {
     "selector": closed({"matchLabels": STRMAP, "matchExpressions": {"type": "array"}}),
     "namespaceSelector": closed({"matchNames": STRS, "any": {"type": "boolean"}}),
@@ -189,6 +221,7 @@ CRD_SCHEMAS = {
     "SecurityPolicy": crd(["gateway.envoyproxy.io/v1alpha1"], "SecurityPolicy", SECURITY_POLICY_SPEC),
     "ReferenceGrant": crd(["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"],
                           "ReferenceGrant", REFERENCE_GRANT_SPEC),
+    "EnvoyFilter": crd(["networking.istio.io/v1alpha3"], "EnvoyFilter", ENVOY_FILTER_SPEC),
     "ServiceMonitor": crd(["monitoring.coreos.com/v1"], "ServiceMonitor", SERVICE_MONITOR_SPEC),
 }
 
@@ -222,6 +255,29 @@ def check_provider(where, provider):
     check(f"{where}: provider service is a cluster FQDN on the chart's gRPC port 9191",
           grpc.get("service", "").endswith(".svc.cluster.local") and grpc.get("port") == 9191,
           f"{grpc.get('service')}:{grpc.get('port')}")
+
+
+# Headers with underscores: Rack reads x_auth_user_id and x-auth-user-id as one header, so the
+# examples make the proxies refuse (or drop) them before anything else sees the request.
+HCM = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def underscore_patch_contexts(envoy_filter):
+    """The contexts whose HTTP connection manager the EnvoyFilter makes refuse or drop headers
+    with underscores, or a str saying which patch does something else."""
+    contexts = set()
+    for i, patch in enumerate(envoy_filter["spec"]["configPatches"]):
+        match = patch.get("match", {})
+        value = patch["patch"].get("value", {}).get("typed_config", {})
+        action = value.get("common_http_protocol_options", {}).get("headers_with_underscores_action")
+        if not (patch["applyTo"] == "NETWORK_FILTER" and patch["patch"]["operation"] == "MERGE"
+                and match.get("listener", {}).get("filterChain", {}).get("filter", {}).get("name") == HCM
+                and value.get("@type") == HCM_TYPE and action in ("REJECT_REQUEST", "DROP_HEADER")):
+            return (f"configPatches[{i}] does not MERGE headers_with_underscores_action: REJECT_REQUEST or "
+                    f"DROP_HEADER into the {HCM} filter")
+        contexts.add(match.get("context", "ANY"))
+    return contexts
 
 
 # --- rendered chart ------------------------------------------------------------------------
@@ -538,6 +594,26 @@ def cmd_mesh(args):
         check("AuthorizationPolicy sends Redmine's API paths to the gate",
               not any(re.fullmatch(p.replace(".", r"\.").replace("*", ".*"), "/issues.json") for p in excluded)
               and (not paths or any(p in ("*.json", "/*") for p in paths)))
+    if "AuthorizationPolicy" in kinds:
+        # The sidecars that ask the gate, and the gateway in front of them, refuse headers with
+        # underscores (defence in depth: the gate reads and removes every spelling anyway).
+        contexts = {}
+        for ef in kinds.get("EnvoyFilter", []):
+            found = underscore_patch_contexts(ef)
+            if check(f"EnvoyFilter {ef['metadata'].get('namespace')}/{ef['metadata']['name']} only makes the HTTP "
+                     "connection manager refuse or drop headers with underscores",
+                     not isinstance(found, str), found if isinstance(found, str) else ""):
+                selector = ef["spec"].get("workloadSelector", {}).get("labels")
+                for context in found:
+                    contexts.setdefault(context, []).append((ef["metadata"].get("namespace"), selector))
+        for policy in kinds["AuthorizationPolicy"]:
+            where = (policy["metadata"].get("namespace"), policy["spec"].get("selector", {}).get("matchLabels"))
+            check("Istio: the sidecars the AuthorizationPolicy selects refuse headers with underscores (EnvoyFilter, "
+                  "same namespace and selector, SIDECAR_INBOUND)",
+                  any(where == w for c in ("SIDECAR_INBOUND", "ANY") for w in contexts.get(c, [])),
+                  f"EnvoyFilter patches by context: {contexts}")
+        check("Istio: the ingress gateway refuses headers with underscores (EnvoyFilter, GATEWAY)",
+              bool(contexts.get("GATEWAY") or contexts.get("ANY")), f"EnvoyFilter patches by context: {contexts}")
     for sp in kinds.get("SecurityPolicy", []):
         ext = sp["spec"]["extAuth"]
         check("SecurityPolicy extAuth is gRPC, fail-closed, with a timeout",
