@@ -165,6 +165,29 @@ SECURITY_POLICY_SPEC = closed({
     "jwt": {"type": "object"}, "oidc": {"type": "object"}, "basicAuth": {"type": "object"},
     "apiKeyAuth": {"type": "object"}, "cors": {"type": "object"}, "authorization": {"type": "object"},
 })
+POLICY_TARGET_REFS = {"type": "array", "minItems": 1, "items": closed(
+    {"group": STR, "kind": STR, "name": STR, "sectionName": STR}, required=["group", "kind", "name"])}
+# Envoy Gateway's ClientTrafficPolicy (api/v1alpha1/clienttrafficpolicy_types.go): it attaches
+# to Gateways (or ListenerSets); headers is the part we use.
+CLIENT_TRAFFIC_POLICY_SPEC = closed({
+    "targetRef": {"type": "object"}, "targetSelectors": {"type": "array"},
+    "targetRefs": {**POLICY_TARGET_REFS, "items": {**POLICY_TARGET_REFS["items"], "properties": {
+        **POLICY_TARGET_REFS["items"]["properties"],
+        "group": {"const": "gateway.networking.k8s.io"}, "kind": {"enum": ["Gateway", "ListenerSet"]}}}},
+    "headers": closed({
+        "enableEnvoyHeaders": {"type": "boolean"}, "disableRateLimitHeaders": {"type": "boolean"},
+        "xForwardedClientCert": {"type": "object"},
+        "withUnderscoresAction": {"enum": ["Allow", "RejectRequest", "DropHeader"]},
+        "preserveXRequestID": {"type": "boolean"},
+        "requestID": {"enum": ["PreserveOrGenerate", "Preserve", "Generate", "Disable"]},
+        "earlyRequestHeaders": {"type": "object"}, "lateResponseHeaders": {"type": "object"},
+        "host": {"type": "object"}, "maxRequestHeaderLimit": {"type": ["string", "integer"]},
+    }),
+    **{k: {"type": "object"} for k in ("tcpKeepalive", "proxyProtocol", "clientIPDetection", "tls", "path",
+                                       "timeout", "connection", "http1", "http2", "http3", "grpc",
+                                       "healthCheck", "scheme")},
+    "enableProxyProtocol": {"type": "boolean"},
+})
 REFERENCE_GRANT_SPEC = closed({
     "from": {"type": "array", "minItems": 1, "items": closed(
         {"group": STR, "kind": STR, "namespace": STR}, required=["group", "kind", "namespace"])},
@@ -222,6 +245,8 @@ CRD_SCHEMAS = {
     "ReferenceGrant": crd(["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"],
                           "ReferenceGrant", REFERENCE_GRANT_SPEC),
     "EnvoyFilter": crd(["networking.istio.io/v1alpha3"], "EnvoyFilter", ENVOY_FILTER_SPEC),
+    "ClientTrafficPolicy": crd(["gateway.envoyproxy.io/v1alpha1"], "ClientTrafficPolicy",
+                               CLIENT_TRAFFIC_POLICY_SPEC),
     "ServiceMonitor": crd(["monitoring.coreos.com/v1"], "ServiceMonitor", SERVICE_MONITOR_SPEC),
 }
 
@@ -627,6 +652,14 @@ def cmd_mesh(args):
                           and any(t["kind"] == "Service" and t.get("name") in (None, ref["name"]) for t in g["spec"]["to"])]
                 check(f"cross-namespace backendRef {ns}/{ref['name']} has a ReferenceGrant", len(grants) == 1)
             check(f"SecurityPolicy backendRef {ref['name']} uses the chart's gRPC port 9191", ref["port"] == 9191)
+
+    if "SecurityPolicy" in kinds:
+        refusing = [ctp for ctp in kinds.get("ClientTrafficPolicy", [])
+                    if ctp["spec"].get("headers", {}).get("withUnderscoresAction") in ("RejectRequest", "DropHeader")
+                    and any(ref["kind"] == "Gateway" for ref in ctp["spec"].get("targetRefs", []))]
+        check("Envoy Gateway: a ClientTrafficPolicy on a Gateway refuses or drops headers with underscores "
+              "(headers.withUnderscoresAction RejectRequest or DropHeader)", len(refusing) >= 1,
+              f"ClientTrafficPolicies: {[kn(c) for c in kinds.get('ClientTrafficPolicy', [])]}")
 
 
 def main():
