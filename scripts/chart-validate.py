@@ -116,7 +116,9 @@ EXTENSION_PROVIDER = {
     "minProperties": 2, "maxProperties": 2,
 }
 MESH_CONFIG = {"type": "object", "properties": {
-    "extensionProviders": {"type": "array", "minItems": 1, "items": EXTENSION_PROVIDER}},
+    "extensionProviders": {"type": "array", "minItems": 1, "items": EXTENSION_PROVIDER},
+    "accessLogFile": STR, "accessLogFormat": {"type": "string", "minLength": 1},
+    "accessLogEncoding": {"enum": ["TEXT", "JSON"]}},
     "required": ["extensionProviders"]}
 
 OPERATION = closed({k: STRS for k in (
@@ -303,6 +305,47 @@ def underscore_patch_contexts(envoy_filter):
                     f"DROP_HEADER into the {HCM} filter")
         contexts.add(match.get("context", "ANY"))
     return contexts
+
+
+# Access logs: a request's query carries Redmine credentials (?key=, ?access_token=), so the
+# examples' formats write the path without it, and no credential header.
+PATH_HEADERS = {":path", "x-envoy-original-path", "referer"}
+CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-redmine-api-key"}
+
+
+def log_format_problem(fmt):
+    """Why an Envoy access log format could write a credential (a str), or None: it writes the
+    path through %REQ_WITHOUT_QUERY(...)% and no operator writes a query or a credential header.
+    Header names are compared as Rack compares them ('_' is '-')."""
+    leaks, path = [], False
+    for op, args in re.findall(r"%(REQ|REQ_WITHOUT_QUERY|CEL)\(([^)]*)\)", fmt):
+        headers = {h.strip().lower().replace("_", "-") for h in args.split("?")}
+        if op == "CEL":
+            if re.search(r"request\.(path|query|headers|referer)\b", args):
+                leaks.append(f"%CEL({args})%")
+        elif headers & CREDENTIAL_HEADERS or (op == "REQ" and headers & PATH_HEADERS):
+            leaks.append(f"%{op}({args})%")
+        elif op == "REQ_WITHOUT_QUERY" and ":path" in headers:
+            path = True
+    if leaks:
+        return f"writes a query or a credential: {', '.join(leaks)}"
+    if not path:
+        return "does not write the path as %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+    return None
+
+
+def check_mesh_access_log(where, mesh):
+    """Istio's meshConfig access log: the format (also the built-in "envoy" Telemetry provider's)
+    writes no query, and the encoding is the one istiod parses it with."""
+    fmt = mesh.get("accessLogFormat")
+    problem = log_format_problem(fmt) if fmt else "no accessLogFormat: Istio's default writes the query"
+    check(f"{where}: accessLogFormat writes the path without its query and no credential header",
+          problem is None, problem or "")
+    is_json = bool(fmt) and fmt.lstrip().startswith("{")
+    check(f"{where}: accessLogEncoding matches the format ({'JSON' if is_json else 'TEXT'}; otherwise "
+          "istiod falls back to its default format, query included)",
+          mesh.get("accessLogEncoding", "TEXT") == ("JSON" if is_json else "TEXT"),
+          f"accessLogEncoding={mesh.get('accessLogEncoding')!r}")
 
 
 # --- rendered chart ------------------------------------------------------------------------
@@ -597,6 +640,7 @@ def cmd_mesh(args):
                         lambda d=doc: jsonschema.Draft7Validator(MESH_CONFIG).validate(d.get("meshConfig")) or True)
                 for provider in doc.get("meshConfig", {}).get("extensionProviders", []):
                     check_provider(str(rel), provider)
+                check_mesh_access_log(str(rel), doc.get("meshConfig", {}))
                 continue
             kinds.setdefault(doc["kind"], []).append(doc)
             if doc["kind"] in CRD_SCHEMAS:
@@ -608,6 +652,7 @@ def cmd_mesh(args):
     for op in kinds.get("IstioOperator", []):
         for provider in op["spec"]["meshConfig"]["extensionProviders"]:
             check_provider("IstioOperator", provider)
+        check_mesh_access_log("IstioOperator", op["spec"]["meshConfig"])
     for policy in kinds.get("AuthorizationPolicy", []):
         names = [op["spec"]["meshConfig"]["extensionProviders"][0]["name"] for op in kinds.get("IstioOperator", [])]
         check("AuthorizationPolicy is CUSTOM and names the registered provider",
