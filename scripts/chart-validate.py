@@ -190,6 +190,31 @@ CLIENT_TRAFFIC_POLICY_SPEC = closed({
                                        "healthCheck", "scheme")},
     "enableProxyProtocol": {"type": "boolean"},
 })
+# Envoy Gateway's EnvoyProxy (api/v1alpha1/envoyproxy_types.go and
+# envoyproxy_accesslogging_types.go): telemetry.accessLog is the part we use.
+ENVOY_PROXY_SPEC = closed({
+    "telemetry": closed({
+        "accessLog": closed({
+            "disable": {"type": "boolean"},
+            "settings": {"type": "array", "minItems": 1, "items": closed({
+                "format": {**closed({"type": {"enum": ["Text", "JSON"]}, "text": STR, "json": STRMAP}),
+                           "anyOf": [{"required": ["text"]}, {"required": ["json"]}]},
+                "matches": STRS,
+                "sinks": {"type": "array", "minItems": 1, "items": closed({
+                    "type": {"enum": ["ALS", "File", "OpenTelemetry"]},
+                    "file": closed({"path": {"type": "string", "minLength": 1}}),
+                    "als": {"type": "object"}, "openTelemetry": {"type": "object"},
+                }, required=["type"])},
+                "type": {"enum": ["Listener", "Route", "Upstream"]},
+            }, required=["sinks"])},
+        }),
+        **{k: {"type": "object"} for k in ("tracing", "metrics", "requestID", "healthCheckLog")},
+    }),
+    **{k: {} for k in ("provider", "logging", "bootstrap", "concurrency", "routingType", "extraArgs",
+                       "mergeGateways", "mergeBackends", "shutdown", "filterOrder", "backendTLS", "ipFamily",
+                       "preserveRouteOrder", "luaValidation", "lua", "dynamicModules", "geoIP")},
+    "mergeType": {"enum": ["Replace", "StrategicMerge", "JSONMerge"]},
+})
 REFERENCE_GRANT_SPEC = closed({
     "from": {"type": "array", "minItems": 1, "items": closed(
         {"group": STR, "kind": STR, "namespace": STR}, required=["group", "kind", "namespace"])},
@@ -249,6 +274,7 @@ CRD_SCHEMAS = {
     "EnvoyFilter": crd(["networking.istio.io/v1alpha3"], "EnvoyFilter", ENVOY_FILTER_SPEC),
     "ClientTrafficPolicy": crd(["gateway.envoyproxy.io/v1alpha1"], "ClientTrafficPolicy",
                                CLIENT_TRAFFIC_POLICY_SPEC),
+    "EnvoyProxy": crd(["gateway.envoyproxy.io/v1alpha1"], "EnvoyProxy", ENVOY_PROXY_SPEC),
     "ServiceMonitor": crd(["monitoring.coreos.com/v1"], "ServiceMonitor", SERVICE_MONITOR_SPEC),
 }
 
@@ -699,6 +725,26 @@ def cmd_mesh(args):
             check(f"SecurityPolicy backendRef {ref['name']} uses the chart's gRPC port 9191", ref["port"] == 9191)
 
     if "SecurityPolicy" in kinds:
+        # Envoy Gateway's default access log writes the query: an EnvoyProxy replaces it.
+        proxies = kinds.get("EnvoyProxy", [])
+        check("Envoy Gateway: an EnvoyProxy sets the access log (the default one writes the query)",
+              any("accessLog" in ep["spec"].get("telemetry", {}) for ep in proxies), f"{[kn(p) for p in proxies]}")
+        for ep in proxies:
+            log = ep["spec"].get("telemetry", {}).get("accessLog")
+            if log is None or log.get("disable"):
+                continue
+            problems = []
+            for i, setting in enumerate(log.get("settings", [])):
+                fmt = setting.get("format", {})
+                text = fmt.get("text") or " ".join(fmt.get("json", {}).values())
+                problem = log_format_problem(text) if text else "no format: Envoy Gateway's default writes the query"
+                if problem:
+                    problems.append(f"settings[{i}] {problem}")
+                if any(sink["type"] == "ALS" for sink in setting["sinks"]):
+                    problems.append(f"settings[{i}] has an ALS sink, which is sent the whole path, query included")
+            check(f"EnvoyProxy {ep['metadata']['name']}: every access log setting writes the path without its query "
+                  "and no credential header", bool(log.get("settings")) and not problems,
+                  "; ".join(problems) or "no settings: the default format writes the query")
         refusing = [ctp for ctp in kinds.get("ClientTrafficPolicy", [])
                     if ctp["spec"].get("headers", {}).get("withUnderscoresAction") in ("RejectRequest", "DropHeader")
                     and any(ref["kind"] == "Gateway" for ref in ctp["spec"].get("targetRefs", []))]
