@@ -620,6 +620,12 @@ def cmd_helm4(args):
                 {**redis_only, "cache": {"secret": "0123456789abcdef0123"}},
                 {**redis_only, "replicaCount": 1, "autoscaling": {"enabled": False}}))
             or "warned anyway")
+    # A wrong Redmine time zone keeps revoked OAuth tokens valid for hours: the default (UTC) is
+    # pointed out, an explicit other zone is not.
+    attempt("helm4: NOTES.txt points out config.redmineTimezone when it is UTC, not when it is set",
+            lambda: ("config.redmineTimezone is UTC" in (out / "helm4-default-NOTES.txt").read_text()
+                     and "redmineTimezone" not in notes_for({"config": {"redmineTimezone": "Europe/Berlin"}}))
+            or "not pointed out, or pointed out for Europe/Berlin")
     attempt("helm4: NOTES.txt documents `redmine-authz install-triggers` (no hook or Job does it)",
             lambda: "redmine-authz install-triggers --database-url" in (out / "helm4-default-NOTES.txt").read_text()
             or "not in NOTES.txt")
