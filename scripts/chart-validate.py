@@ -20,7 +20,10 @@ Prints one line per check, "PASS: ..." or "FAIL: ...", and exits 1 if any failed
   chart-validate.py mesh REPO_DIR
       deploy/istio and deploy/envoy-gateway: YAML parses; CRD objects are checked against
       the subset schemas below (apiVersion, kind, required fields, enums, no unknown fields
-      in the parts we use); Kubernetes-native objects against kubernetes-validate.
+      in the parts we use); Kubernetes-native objects against kubernetes-validate. Then the
+      wiring's rules: the provider is bounded and fail-closed, the policies send API paths to
+      the gate, the proxies refuse header names with underscores, and access log formats
+      write the path without its query and no credential header.
 """
 
 import argparse

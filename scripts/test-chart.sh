@@ -10,7 +10,8 @@
 #      CRD whose schema is not shipped) gets a structural check instead;
 #   3. the chart's production rules hold in the rendered objects (probes, securityContext, ...);
 #   4. values.schema.json rejects wrong values, with both Helm versions;
-#   5. the Istio and Envoy Gateway YAML parses and validates (subset schemas for the CRDs);
+#   5. the Istio and Envoy Gateway YAML parses and validates (subset schemas for the CRDs),
+#      and its rules hold (fail-closed, underscore headers refused, no query in access logs);
 #   6. the Dockerfile lints clean (hadolint) and .dockerignore keeps what the build needs.
 #      The image itself is not built here: these machines have no container daemon.
 # Prints one PASS/FAIL line per check and ends with "chart: N passed, N failed".
