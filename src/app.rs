@@ -10,13 +10,13 @@ use std::time::Duration;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::cache::{CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
+use crate::connections::{grpc_incoming, Admission, ConnectionStats};
 use crate::envoy::wire::server::authorization_server::AuthorizationServer;
 use crate::envoy::{proto, AuthorizationService};
 use crate::gate::{watch_settings, Gate};
@@ -156,7 +156,14 @@ impl Application {
             let idle = pool.num_idle() as u32;
             (pool.size().saturating_sub(idle), idle)
         });
-        let metrics = Arc::new(Metrics::new(&cache_stats, &throttle, Some(pool_probe)));
+        let limits = &config.connections;
+        let connection_stats = ConnectionStats::default();
+        let metrics = Arc::new(Metrics::new(
+            &cache_stats,
+            &throttle,
+            &connection_stats,
+            Some(pool_probe),
+        ));
         let observer = Arc::new(Observer::new(metrics.clone(), config.audit));
         let authorization = AuthorizationService::new(
             gate,
@@ -189,7 +196,15 @@ impl Application {
             .map_err(|e| AppError::Reflection(e.to_string()))?;
 
         if let Some(listener) = admin {
-            tokio::spawn(crate::admin::serve(listener, ready.clone(), metrics));
+            let admission =
+                Admission::new("admin", limits.admin_max_connections, &connection_stats);
+            tokio::spawn(crate::admin::serve(
+                listener,
+                admission,
+                limits.header_read_timeout,
+                ready.clone(),
+                metrics,
+            ));
         }
 
         tokio::spawn({
@@ -204,15 +219,19 @@ impl Application {
             }
         });
 
+        let admission = Admission::new("grpc", limits.max_connections, &connection_stats);
+        // A peer that stops answering (gone without a FIN, or a client holding a stalled
+        // stream) misses a PING and is closed within interval + timeout.
         let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(AuthorizationServer::new(authorization))
             .serve_with_incoming_shutdown(
-                // Nagle off, as tonic does for listeners it binds itself: with it on, a
-                // small answer could wait 40 ms for the delayed ACK of the previous one.
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_incoming(grpc, admission, limits.header_read_timeout),
                 stopped(stop_rx.clone()),
             );
         let grace = config.shutdown_grace;

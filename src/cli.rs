@@ -73,6 +73,25 @@ pub struct ServeArgs {
     /// HTTP address for /healthz and /readyz; off when unset.
     #[arg(long, env = "AUTHZ_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Open gRPC connections at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "AUTHZ_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Open admin HTTP connections at once.
+    #[arg(long, env = "AUTHZ_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+    /// Seconds a new gRPC connection has to send its HTTP/2 preface, and an admin request
+    /// its headers, before it is closed.
+    #[arg(long, env = "AUTHZ_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Checks in flight at once on one gRPC connection (HTTP/2 max concurrent streams).
+    #[arg(long, env = "AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Seconds a gRPC peer may send nothing before it is sent an HTTP/2 PING.
+    #[arg(long, env = "AUTHZ_KEEPALIVE_INTERVAL_SECS", default_value_t = 10)]
+    pub keepalive_interval_secs: u64,
+    /// Seconds the PING's acknowledgement may take before the connection is closed.
+    #[arg(long, env = "AUTHZ_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    pub keepalive_timeout_secs: u64,
     /// Redis for the cache tier shared by replicas; without it only the in-process tier is used.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,

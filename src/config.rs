@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use crate::auth::{ExternalAuth, Policy, RedmineTimezone};
 use crate::cache::CacheOptions;
 use crate::cli::{DecisionArgs, ServeArgs};
+use crate::connections::ConnectionOptions;
 use crate::envoy::ResponseOptions;
 use crate::store::StoreOptions;
 use crate::throttle::ThrottleOptions;
@@ -108,6 +109,7 @@ pub struct ServeConfig {
     pub settings_refresh: Duration,
     /// How long in-flight checks may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    pub connections: ConnectionOptions,
 }
 
 impl DecisionConfig {
@@ -215,6 +217,21 @@ impl ServeConfig {
         if args.decision_timeout_ms == 0 {
             errors.push("--decision-timeout-ms must be at least 1".to_owned());
         }
+        for (flag, value) in [
+            ("--max-connections", args.max_connections as u64),
+            ("--admin-max-connections", args.admin_max_connections as u64),
+            ("--header-read-timeout-secs", args.header_read_timeout_secs),
+            (
+                "--max-concurrent-streams",
+                u64::from(args.max_concurrent_streams),
+            ),
+            ("--keepalive-interval-secs", args.keepalive_interval_secs),
+            ("--keepalive-timeout-secs", args.keepalive_timeout_secs),
+        ] {
+            if value == 0 {
+                errors.push(format!("{flag} must be at least 1"));
+            }
+        }
         // The in-process tier reserves its table up front.
         if args.l1_capacity > MAX_L1_CAPACITY {
             errors.push(format!("--l1-capacity must be at most {MAX_L1_CAPACITY}"));
@@ -246,6 +263,14 @@ impl ServeConfig {
                 decision_timeout: Duration::from_millis(args.decision_timeout_ms),
                 settings_refresh: Duration::from_secs(args.settings_refresh_secs.max(1)),
                 shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+                connections: ConnectionOptions {
+                    max_connections: args.max_connections,
+                    admin_max_connections: args.admin_max_connections,
+                    header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+                    max_concurrent_streams: args.max_concurrent_streams,
+                    keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
+                    keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
+                },
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -253,11 +278,12 @@ impl ServeConfig {
 
     pub fn summary(&self) -> String {
         format!(
-            "listen={} admin_listen={} redis={} cache_ttl={:?} negative_cache_ttl={:?} \
+            "listen={} admin_listen={} {} redis={} cache_ttl={:?} negative_cache_ttl={:?} \
              l1_capacity={} cache_secret={} listen_invalidations={} decision_timeout={:?} {}",
             self.listen,
             self.admin_listen
                 .map_or("off".to_owned(), |a| a.to_string()),
+            self.connections.summary(),
             if self.redis_url.is_some() {
                 "on"
             } else {
@@ -333,6 +359,31 @@ mod tests {
             "{summary}"
         );
         assert!(!format!("{config:?}").contains("s3cr3t-pw"));
+    }
+
+    #[test]
+    fn connection_limits_are_never_zero() {
+        let database = ["--database-url", "postgres://db.example/redmine"];
+        let zeros = [
+            "--max-connections",
+            "--admin-max-connections",
+            "--header-read-timeout-secs",
+            "--max-concurrent-streams",
+            "--keepalive-interval-secs",
+            "--keepalive-timeout-secs",
+        ];
+        let args: Vec<&str> = zeros.iter().flat_map(|flag| [*flag, "0"]).collect();
+        let errors = serve(&[&database[..], &args].concat()).unwrap_err();
+        let expected: Vec<String> = zeros
+            .iter()
+            .map(|flag| format!("{flag} must be at least 1"))
+            .collect();
+        assert_eq!(errors.0, expected);
+        let summary = serve(&database).unwrap().summary();
+        assert!(
+            summary.contains("max_connections=4096 admin_max_connections=64 header_read_timeout=10s max_concurrent_streams=1024 keepalive=10s+10s"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod directory;
 pub mod envoy;
 pub mod gate;

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::{AuthMethod, Decision, Reason};
 use crate::cache::CacheStats;
+use crate::connections::ConnectionStats;
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +58,7 @@ impl Metrics {
     pub fn new(
         cache: &Arc<CacheStats>,
         throttle: &Throttle,
+        connections: &ConnectionStats,
         pool_probe: Option<PoolProbe>,
     ) -> Self {
         let mut registry = Registry::default();
@@ -98,6 +100,16 @@ impl Metrics {
             "authz_throttled",
             "Requests answered 429 for too many failed authentications",
             throttle.throttled.clone(),
+        );
+        registry.register(
+            "authz_connections",
+            "Open client connections by listener (grpc, admin)",
+            connections.open.clone(),
+        );
+        registry.register(
+            "authz_connections_refused",
+            "Connections closed at accept because their listener was at its cap",
+            connections.refused.clone(),
         );
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
