@@ -45,7 +45,8 @@ pub async fn run(command: &Command, telemetry: &TelemetryConfig) -> Result<bool,
 }
 
 async fn serve(args: &ServeArgs, telemetry: &TelemetryConfig) -> Result<(), CommandError> {
-    let config = ServeConfig::from_args(args)?;
+    let mut config = ServeConfig::from_args(args)?;
+    fit_open_files(&mut config);
     tracing::info!(
         config = %config.summary(),
         telemetry = %telemetry.summary(),
@@ -66,6 +67,42 @@ async fn serve(args: &ServeArgs, telemetry: &TelemetryConfig) -> Result<(), Comm
     app.run_until_stopped(crate::telemetry::shutdown_signal())
         .await
         .map_err(|e| CommandError::Failed(e.to_string()))
+}
+
+/// Descriptors kept for everything but client connections and the database pool: the
+/// pool's listener, Redis (up to 32), the runtime, the exporter, standard streams.
+const RESERVED_FILES: u64 = 128;
+
+/// Raises the open file limit to the hard one and keeps the connection caps under it, so a
+/// flood of connections can never leave the gate without descriptors for its lookups.
+fn fit_open_files(config: &mut ServeConfig) {
+    let open_files = match crate::connections::raise_open_files_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                soft_before = limit.before,
+                soft = limit.now,
+                hard = limit.hard,
+                "open file limit"
+            );
+            limit.now
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open file limit");
+            return;
+        }
+    };
+    let reserved = RESERVED_FILES + u64::from(config.decision.store.max_connections);
+    let asked = config.connections.clone();
+    if config.connections.fit_open_files(open_files, reserved) {
+        tracing::warn!(
+            open_files,
+            max_connections = config.connections.max_connections,
+            admin_max_connections = config.connections.admin_max_connections,
+            asked_max_connections = asked.max_connections,
+            asked_admin_max_connections = asked.admin_max_connections,
+            "connection caps lowered to fit the open file limit"
+        );
+    }
 }
 
 /// Decides one request and prints the verdict, the reason and what Envoy would be told.

@@ -160,6 +160,75 @@ async fn serve_warns_when_redmines_time_zone_was_not_given() {
     }
 }
 
+/// Runs `serve` under a shell's `ulimit` until its start-up line; returns the process's open
+/// file limits (soft, hard) then, and what it had logged.
+async fn serve_under_ulimit(ulimit: &str, database: &str) -> ((u64, u64), String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_redmine-authz"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while !log.contains("starting") {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("serve starts")
+            .unwrap()
+            .unwrap_or_else(|| panic!("serve exited: {log}"));
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let pid = child.id().unwrap().to_string();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<u64> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    child.kill().await.unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    ((open_files[0], open_files[1]), log)
+}
+
+/// Issue 19: a soft limit of 1024 let a connection flood take every descriptor.
+#[tokio::test]
+async fn serve_raises_the_open_file_limit_and_keeps_the_caps_under_it() {
+    let database = fresh_database().await;
+    let ((soft, hard), log) = serve_under_ulimit("-Sn 256", &database).await;
+    assert!(hard > 256 && soft == hard, "soft {soft}, hard {hard}");
+    assert!(log.contains("open file limit soft_before=256"), "{log}");
+    assert!(!log.contains("lowered"), "{log}");
+    assert!(log.contains("max_connections=4096"), "{log}");
+
+    // A hard limit too low for the default caps: they are lowered below it, and it says so.
+    let ((soft, hard), log) = serve_under_ulimit("-n 1024", &database).await;
+    assert_eq!((soft, hard), (1024, 1024));
+    assert!(log.contains("connection caps lowered"), "{log}");
+    // 1024 less 128 kept and 16 for the database pool: a sixteenth of that for the admin
+    // port, the rest for gRPC.
+    assert!(
+        log.contains("admin_listen=off max_connections=825 admin_max_connections=55 "),
+        "{log}"
+    );
+}
+
 /// The binary's own audit writer (buffered, in a thread): a decision's line must reach stdout
 /// while the gate runs, not when a buffer fills or the process exits.
 #[tokio::test]
