@@ -7,6 +7,7 @@ mod answer; // SPEC 7
 mod basic; // SPEC 5, Basic
 mod cache; // the cache tiers and revocation
 mod cli; // the command line
+mod connections; // connection caps, header deadlines, keepalive
 mod dashboard; // deploy/grafana queries only exposed metrics
 mod faults; // database outages, slowness, pool exhaustion, shutdown
 mod gating; // SPEC 2 and 3
