@@ -33,10 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let check = tonic_prost_build::manual::Method::builder()
         .name("check")
         .route_name("Check")
-        .input_type("crate::envoy::wire::CheckRequest")
+        // A CheckRequest, or why it could not be read: every Check gets a CheckResponse.
+        .input_type("crate::envoy::wire::Check")
         // A CheckResponse, often encoded once and sent as bytes (`envoy::respond::Answer`).
         .output_type("crate::envoy::respond::Answer")
-        .codec_path("tonic_prost::ProstCodec")
+        .codec_path("crate::envoy::wire::CheckCodec")
         .build();
     let authorization = tonic_prost_build::manual::Service::builder()
         .name("Authorization")

@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::wire::server::authorization_server::Authorization;
-use super::wire::CheckRequest;
+use super::wire::Check;
 use super::{parse, Answer, ParseError, Responder, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
 use crate::cache::{dearest_tier, track_tier, Tier};
@@ -48,7 +48,7 @@ impl<D> AuthorizationService<D> {
 
 #[tonic::async_trait]
 impl<D: Directory> Authorization for AuthorizationService<D> {
-    async fn check(&self, grpc: GrpcRequest<CheckRequest>) -> Result<Response<Answer>, Status> {
+    async fn check(&self, grpc: GrpcRequest<Check>) -> Result<Response<Answer>, Status> {
         let started = Instant::now();
         let budget = budget(
             grpc.metadata()
@@ -57,8 +57,8 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
             self.max_budget,
         );
         let span = check_span();
-        let (metadata, _, message) = grpc.into_parts();
-        let (request, decision, tier) = match parse(message) {
+        let (metadata, _, check) = grpc.into_parts();
+        let (request, decision, tier) = match read(check) {
             Ok(request) => {
                 // With tracing off the span is disabled and its parent would be thrown away.
                 if !span.is_disabled() {
@@ -82,22 +82,32 @@ impl<D: Directory> Authorization for AuthorizationService<D> {
                 };
                 (request, decision, tier)
             }
-            Err(error) => {
-                tracing::info!(%error, "check request refused");
-                let reason = match error {
-                    ParseError::NoHttpRequest | ParseError::NotUtf8 => Reason::BadRequest,
-                    ParseError::TooLarge => Reason::HeadersTooLarge,
-                };
-                (
-                    Request::default(),
-                    Decision::Deny(Deny::new(reason, Format::Json)),
-                    Tier::None,
-                )
-            }
+            Err(reason) => (
+                Request::default(),
+                Decision::Deny(Deny::new(reason, Format::Json)),
+                Tier::None,
+            ),
         };
         self.observer
             .record(&decision, &request, &span, tier, started.elapsed());
         Ok(Response::new(self.responder.answer(&decision, &request)))
+    }
+}
+
+/// The request a Check describes, or why it is refused.
+fn read(check: Check) -> Result<Request, Reason> {
+    match check {
+        Check::Request(message) => parse(message).map_err(|error| {
+            tracing::info!(%error, "check request refused");
+            match error {
+                ParseError::NoHttpRequest | ParseError::NotUtf8 => Reason::BadRequest,
+                ParseError::TooLarge => Reason::HeadersTooLarge,
+            }
+        }),
+        Check::Malformed(error) => {
+            tracing::info!(%error, "check request refused: not a CheckRequest");
+            Err(Reason::BadRequest)
+        }
     }
 }
 
