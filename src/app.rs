@@ -17,8 +17,7 @@ use crate::cache::{CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
 use crate::connections::{grpc_incoming, Admission, ConnectionStats};
-use crate::envoy::wire::server::authorization_server::AuthorizationServer;
-use crate::envoy::{proto, AuthorizationService};
+use crate::envoy::{proto, AuthorizationService, CheckServer};
 use crate::gate::{watch_settings, Gate};
 use crate::metrics::Metrics;
 use crate::observe::Observer;
@@ -229,7 +228,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthorizationServer::new(authorization))
+            .add_service(CheckServer::new(authorization))
             .serve_with_incoming_shutdown(
                 grpc_incoming(grpc, admission, limits.header_read_timeout),
                 stopped(stop_rx.clone()),

@@ -70,6 +70,8 @@ pub enum Reason {
     BadRequest,
     /// Too many headers, or too large: more than Envoy would forward by default.
     HeadersTooLarge,
+    /// A Check message over the gate's limit (a large body Envoy forwards), not read.
+    RequestTooLarge,
     /// A credential longer than any Redmine issues.
     CredentialTooLong,
     /// The gate failed (a bug): denied, never let through.
@@ -121,6 +123,7 @@ impl Reason {
             Self::InvalidSwitchUser => "invalid_switch_user",
             Self::BadRequest => "bad_request",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTooLarge => "request_too_large",
             Self::CredentialTooLong => "credential_too_long",
             Self::InternalError => "internal_error",
             Self::DirectoryUnavailable => "directory_unavailable",
@@ -154,6 +157,7 @@ impl Reason {
             Self::InvalidSwitchUser => "Invalid X-Redmine-Switch-User header",
             Self::BadRequest => "Malformed request",
             Self::HeadersTooLarge => "Request headers too large",
+            Self::RequestTooLarge => "Request too large",
             Self::CredentialTooLong => "Credential too long",
             Self::InternalError => "Internal error",
             Self::DirectoryUnavailable => "Authentication is temporarily unavailable",
@@ -168,6 +172,7 @@ pub enum DenyStatus {
     BadRequest,
     Unauthorized,
     HeadersTooLarge,
+    PayloadTooLarge,
     InternalError,
     Forbidden,
     PreconditionFailed,
@@ -180,6 +185,7 @@ impl DenyStatus {
         match self {
             Self::BadRequest => 400,
             Self::HeadersTooLarge => 431,
+            Self::PayloadTooLarge => 413,
             Self::InternalError => 500,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
@@ -261,6 +267,7 @@ impl Deny {
             // The caller sets the real wait; one window is the safe default.
             Reason::Throttled => (TooManyRequests, None, Some(60)),
             Reason::HeadersTooLarge => (DenyStatus::HeadersTooLarge, None, None),
+            Reason::RequestTooLarge => (PayloadTooLarge, None, None),
             Reason::InternalError => (DenyStatus::InternalError, None, None),
             Reason::BadRequest
             | Reason::Authenticated

@@ -326,6 +326,7 @@ fn codes(status: DenyStatus) -> (StatusCode, i32) {
         DenyStatus::PreconditionFailed => (StatusCode::PreconditionFailed, 9), // FAILED_PRECONDITION
         DenyStatus::TooManyRequests => (StatusCode::TooManyRequests, 8),       // RESOURCE_EXHAUSTED
         DenyStatus::ServiceUnavailable => (StatusCode::ServiceUnavailable, 14), // UNAVAILABLE
+        DenyStatus::PayloadTooLarge => (StatusCode::PayloadTooLarge, 3),       // INVALID_ARGUMENT
     }
 }
 

@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::wire::server::authorization_server::Authorization;
-use super::wire::Check;
+use super::wire::{Check, MAX_CHECK_BYTES};
 use super::{parse, Answer, ParseError, Responder, ResponseOptions};
 use crate::auth::{Decision, Deny, Format, Reason, Request};
 use crate::cache::{dearest_tier, track_tier, Tier};
@@ -107,6 +107,13 @@ fn read(check: Check) -> Result<Request, Reason> {
         Check::Malformed(error) => {
             tracing::info!(%error, "check request refused: not a CheckRequest");
             Err(Reason::BadRequest)
+        }
+        Check::TooLarge => {
+            tracing::info!(
+                limit = MAX_CHECK_BYTES,
+                "check request refused: over the size limit"
+            );
+            Err(Reason::RequestTooLarge)
         }
     }
 }
