@@ -1,6 +1,15 @@
 //! SPEC 8: malformed input ends in a deny, never a panic, a hang or an allow.
 
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use bytes::{BufMut as _, Bytes};
+use prost::Message as _;
+use redmine_authz::envoy::proto::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse,
+};
+use redmine_authz::envoy::wire::MAX_CHECK_BYTES;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::Status;
 
 use crate::helpers::*;
 
@@ -164,4 +173,99 @@ async fn requests_over_the_size_limits_get_431() {
         fine = fine.header(&format!("x-filler-{i}"), &"v".repeat(500));
     }
     app.check(fine).await.assert_user("alice", "api-key");
+}
+
+/// A Check message sent as the bytes given: what a client other than Envoy may send.
+#[derive(Clone, Copy, Default)]
+struct RawCheck;
+
+impl Codec for RawCheck {
+    type Encode = Bytes;
+    type Decode = CheckResponse;
+    type Encoder = RawCheck;
+    type Decoder = RawCheck;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl Encoder for RawCheck {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCheck {
+    type Item = CheckResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckResponse>, Status> {
+        CheckResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// The answer to `message`: a CheckResponse, or the RPC error a fail-open Envoy would allow.
+async fn check_raw(app: &TestApp, message: Vec<u8>) -> Result<Verdict, Status> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", app.port))
+        .unwrap()
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("connected");
+    let path = PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, RawCheck);
+    Ok(Verdict(call.await?.into_inner()))
+}
+
+#[tokio::test]
+async fn undecodable_and_oversized_checks_are_denied_not_rpc_errors() {
+    let app = spawn_app(&[]).await;
+    let valid = get("/issues.json")
+        .header("x-redmine-api-key", demo_key("alice"))
+        .build()
+        .encode_to_vec();
+    for message in [
+        vec![0xff; 11],                    // a varint that never ends
+        vec![0x00],                        // field number 0
+        vec![0x08, 0x01],                  // attributes as a varint
+        vec![0x0a, 0x7f, 0x0a],            // a length past the end
+        valid[..valid.len() / 2].to_vec(), // a Check cut short
+        vec![0x13; 200],                   // groups nested past prost's limit
+    ] {
+        let verdict = check_raw(&app, message.clone()).await;
+        let verdict = verdict.unwrap_or_else(|e| panic!("{message:02x?}: RPC error {e}"));
+        verdict.assert_denied(400, "bad_request");
+        assert_eq!(verdict.grpc_code(), 3);
+    }
+
+    // Padded with an unknown field (99) to the limit: read and decided.
+    let mut at_limit = valid.clone();
+    let padding = MAX_CHECK_BYTES - valid.len() - 2 - 4;
+    at_limit.extend_from_slice(&[0x9a, 0x06]);
+    prost::encoding::encode_varint(padding as u64, &mut at_limit);
+    at_limit.resize(MAX_CHECK_BYTES, 0);
+    assert_eq!(at_limit.len() - valid.len() - 2 - 4, padding);
+    check_raw(&app, at_limit.clone())
+        .await
+        .expect("a CheckResponse")
+        .assert_user("alice", "api-key");
+    // One byte more: denied unread.
+    at_limit.push(0);
+    let verdict = check_raw(&app, at_limit).await.expect("a CheckResponse");
+    verdict.assert_denied(413, "request_too_large");
+    assert_eq!(verdict.grpc_code(), 3);
+    let verdict = check_raw(&app, vec![b'x'; 3 * MAX_CHECK_BYTES]).await;
+    verdict
+        .expect("a CheckResponse")
+        .assert_denied(413, "request_too_large");
 }

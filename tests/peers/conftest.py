@@ -320,11 +320,14 @@ def envoy_binary() -> str:
 
 
 UNDERSCORES_REJECTED = "headers_with_underscores_action: REJECT_REQUEST"
+Replacements = tuple[tuple[str, str], ...]
 
 
-def render_envoy_config(values: dict[str, str], raw_headers: bool, underscores: bool = False) -> str:
+def render_envoy_config(values: dict[str, str], raw_headers: bool, underscores: bool = False,
+                        replace: Replacements = ()) -> str:
     """The example config; `underscores` lets headers with underscores through, as Envoy's and
-    Istio's defaults do, to test that the gate itself is safe behind such a proxy."""
+    Istio's defaults do, to test that the gate itself is safe behind such a proxy; `replace`:
+    (text, replacement) pairs that make a variant of the template, each text in it."""
     text = ENVOY_TEMPLATE.read_text()
     if raw_headers:
         assert "# encode_raw_headers: true" in text, "template lost its encode_raw_headers line"
@@ -334,6 +337,9 @@ def render_envoy_config(values: dict[str, str], raw_headers: bool, underscores: 
         text = text.replace(UNDERSCORES_REJECTED, "headers_with_underscores_action: ALLOW")
     for name, value in values.items():
         text = text.replace("${" + name + "}", str(value))
+    for old, new in replace:
+        assert old in text, f"{ENVOY_TEMPLATE} lost {old!r}"
+        text = text.replace(old, new)
     leftover = re.findall(r"\$\{[A-Z_]+\}", text)
     assert not leftover, f"unfilled placeholders in {ENVOY_TEMPLATE}: {leftover}"
     return text
@@ -363,21 +369,24 @@ class EnvoyPool:
         self.log_dir = log_dir
         self.processes = processes
         self.upstream_port = upstream_port
-        self.envoys: dict[tuple[int, bool, int, bool], Envoy] = {}
+        self.envoys: dict[tuple[int, bool, int, bool, Replacements], Envoy] = {}
 
     def get(self, authz_port: int, raw_headers: bool, upstream_port: int | None = None,
-            underscores: bool = False) -> Envoy:
-        """One Envoy per (authz port, header form, upstream, underscore headers allowed);
-        the upstream defaults to the echo server."""
-        key = (authz_port, raw_headers, upstream_port or self.upstream_port, underscores)
+            underscores: bool = False, replace: Replacements = ()) -> Envoy:
+        """One Envoy per (authz port, header form, upstream, underscore headers allowed,
+        variant); the upstream defaults to the echo server."""
+        key = (authz_port, raw_headers, upstream_port or self.upstream_port, underscores, replace)
         if key not in self.envoys:
             self.envoys[key] = self._start(*key)
         return self.envoys[key]
 
-    def _start(self, authz_port: int, raw_headers: bool, upstream_port: int, underscores: bool) -> Envoy:
+    def _start(self, authz_port: int, raw_headers: bool, upstream_port: int, underscores: bool,
+               replace: Replacements) -> Envoy:
         port, admin_port = free_port(), free_port()
         name = (f"envoy-{authz_port}-{'raw' if raw_headers else 'map'}-{upstream_port}"
                 f"{'-underscores' if underscores else ''}")
+        if replace:
+            name += f"-variant{len(self.envoys)}"
         config = self.log_dir / f"{name}.yaml"
         config.write_text(
             render_envoy_config(
@@ -392,6 +401,7 @@ class EnvoyPool:
                 },
                 raw_headers,
                 underscores,
+                replace,
             )
         )
         argv = [
