@@ -91,6 +91,25 @@ def test_body_under_the_gates_limit_is_decided(body_envoy, demo_db, upstream):
     assert test_id not in upstream.seen_ids
 
 
+def test_partial_bodies_let_large_uploads_through(envoy_pool, authz, demo_db, upstream):
+    """README's advice for uploads larger than the gate's limit: `allow_partial_message`
+    (with `max_request_bytes` within Envoy's 1 MiB connection buffer). Envoy sends the first
+    1,000,000 bytes of a 5 MiB body; the gate decides, and the whole body goes upstream."""
+    partial = (
+        "failure_mode_allow: false\n"
+        "              with_request_body: { max_request_bytes: 1000000, allow_partial_message: true }"
+    )
+    envoy = envoy_pool.get(authz.port, False, ((FAIL_CLOSED, partial),))
+    body = b"x" * (5 * MiB)
+    response, test_id = post(envoy, [("X-Redmine-API-Key", demo_db.keys["alice"])], body)
+    assert response.status == 200, (response.status, response.body[:300])
+    assert response.json()["headers"]["x-auth-user-login"] == ["alice"]
+    assert len(response.json()["body"]) == len(body)
+    response, test_id = post(envoy, [], body)
+    assert response.status == 401, (response.status, response.body[:300])
+    assert test_id not in upstream.seen_ids
+
+
 # --------------------------------------------------------------------------- raw gRPC
 
 
