@@ -317,6 +317,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any messages within the limit, then one over it cut short, in frames cut anywhere:
+        /// the messages as they were, the stand-in, and nothing of the dropped bytes.
+        #[test]
+        fn any_cuts_give_the_same_messages(
+            payloads in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..40), 0..6),
+            over in proptest::collection::vec(9u8..10, 0..40),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let within: Vec<u8> = payloads.iter().flat_map(|p| message(p.len(), p)).collect();
+            let input = [within.clone(), message(MAX_CHECK_BYTES + 1, &over)].concat();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let expected = [within, TOO_LARGE_MESSAGE.to_vec()].concat();
+            proptest::prop_assert_eq!(through(&input, &cuts), expected);
+        }
+    }
+
     #[test]
     fn the_limit_itself_passes() {
         let at = message(MAX_CHECK_BYTES, b"head");
