@@ -92,6 +92,11 @@ impl Metrics {
             cache.redis_errors.clone(),
         );
         registry.register(
+            "authz_redis_rejected",
+            "Values read from Redis and refused as misses, by reason (format, mac, expired)",
+            cache.redis_rejected.clone(),
+        );
+        registry.register(
             "authz_cache_evictions",
             "Invalidations applied from database notifications",
             cache.evictions.clone(),

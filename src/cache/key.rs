@@ -1,5 +1,6 @@
 //! Cache keys: HMAC-SHA256 of the credential under a deployment secret, so a Redis dump
-//! reveals nothing that could be replayed or cracked offline without the secret.
+//! reveals nothing that could be replayed or cracked offline without the secret. The same
+//! secret also yields, through a derived key, the MAC that seals Redis values (`seal.rs`).
 
 use hmac::{Hmac, Mac as _};
 use secrecy::{ExposeSecret as _, SecretSlice};
@@ -44,17 +45,28 @@ impl CacheKey {
     }
 }
 
+/// What the value MAC's key is derived from: the secret's MAC of this label. No cache key
+/// can be the same MAC, as no kind's tag starts with a zero byte.
+const VALUE_MAC_LABEL: &[u8] = b"\0redis-value-mac";
+
 pub struct KeyHasher {
     /// The MAC with the secret already absorbed: cloning it skips two of the four SHA-256
     /// blocks each key would otherwise cost.
     keyed: Hmac<Sha256>,
+    /// The MAC of Redis values, under a key derived from the secret rather than the secret
+    /// itself: one key, one purpose.
+    value_mac: Hmac<Sha256>,
 }
 
 impl KeyHasher {
     pub fn new(secret: SecretSlice<u8>) -> Self {
         let keyed = Hmac::<Sha256>::new_from_slice(secret.expose_secret())
             .expect("HMAC takes any key length");
-        Self { keyed }
+        let mut derive = keyed.clone();
+        derive.update(VALUE_MAC_LABEL);
+        let value_mac = Hmac::<Sha256>::new_from_slice(&derive.finalize().into_bytes())
+            .expect("HMAC takes any key length");
+        Self { keyed, value_mac }
     }
 
     /// A random secret for this process: keys are then not shared with other replicas.
@@ -72,6 +84,11 @@ impl KeyHasher {
             mac.update(part.as_bytes());
         }
         CacheKey(mac.finalize().into_bytes().into())
+    }
+
+    /// The value MAC, keyed, for `seal::Seal`.
+    pub(super) fn value_mac(&self) -> &Hmac<Sha256> {
+        &self.value_mac
     }
 }
 

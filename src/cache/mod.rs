@@ -3,10 +3,12 @@
 //! switch-user and every other rule are applied on each request by the decision core.
 //!
 //! Misses for one key are coalesced into one lookup (a quick_cache placeholder). Entries carry
-//! their own expiry, read from the [`Clock`], so a test can move time past a TTL.
+//! their own expiry, read from the [`Clock`], so a test can move time past a TTL. What Redis
+//! holds is sealed (`seal.rs`): a value nobody but this deployment wrote is a miss.
 
 mod key;
 mod redis;
+mod seal;
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -32,6 +34,9 @@ use crate::store::Invalidation;
 
 pub use key::{CacheKey, KeyHasher, KeyKind};
 pub use redis::{RedisConfigError, RedisTier, SharedCounter};
+pub use seal::Rejection;
+
+use seal::Seal;
 
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -103,6 +108,11 @@ pub struct TierLabels {
     tier: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    reason: &'static str,
+}
+
 /// Counters for tests and metrics (Prometheus counters, shared with the registry).
 #[derive(Debug)]
 pub struct CacheStats {
@@ -115,6 +125,10 @@ pub struct CacheStats {
     pub directory_lookups: Counter,
     pub directory_errors: Counter,
     pub redis_errors: Counter,
+    /// Values read from Redis and refused, by `Rejection`; each was a miss.
+    pub redis_rejected: Family<RejectionLabels, Counter>,
+    /// Its members, in `Rejection::ALL`'s order.
+    rejected: [Counter; Rejection::ALL.len()],
     pub evictions: Counter,
 }
 
@@ -128,6 +142,14 @@ impl Default for CacheStats {
                 })
                 .clone()
         };
+        let redis_rejected = Family::<RejectionLabels, Counter>::default();
+        let rejected = Rejection::ALL.map(|reason| {
+            redis_rejected
+                .get_or_create(&RejectionLabels {
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         Self {
             filter_refusals: member(Tier::Filter),
             l1_hits: member(Tier::L1),
@@ -136,6 +158,8 @@ impl Default for CacheStats {
             lookups,
             directory_errors: Counter::default(),
             redis_errors: Counter::default(),
+            redis_rejected,
+            rejected,
             evictions: Counter::default(),
         }
     }
@@ -144,6 +168,11 @@ impl Default for CacheStats {
 impl CacheStats {
     pub fn get(counter: &Counter) -> u64 {
         counter.get()
+    }
+
+    /// Values refused for `reason`.
+    pub fn rejected(&self, reason: Rejection) -> &Counter {
+        &self.rejected[reason as usize]
     }
 }
 
@@ -178,21 +207,31 @@ struct Entry {
 }
 
 impl Entry {
-    /// The first byte of every Redis value: a replica that finds another format (an older
-    /// release's JSON starts with `{`) treats the value as a miss instead of misreading it.
-    const FORMAT: u8 = 1;
-
-    /// postcard rather than JSON: decoding a principal from JSON was 6.8k instructions, a
-    /// fifth of a Redis hit's own work (callgrind).
-    fn encode(&self) -> Option<Vec<u8>> {
-        postcard::to_extend(self, vec![Self::FORMAT]).ok()
+    /// The Redis value for `key`: postcard, sealed. postcard rather than JSON: decoding a
+    /// principal from JSON was 6.8k instructions, a fifth of a Redis hit's own work
+    /// (callgrind).
+    fn encode(&self, seal: &Seal, key: CacheKey) -> Option<Vec<u8>> {
+        let mut value = postcard::to_extend(self, vec![0; seal::HEADER_LEN]).ok()?;
+        seal.seal(key, &mut value);
+        Some(value)
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        match bytes.split_first() {
-            Some((&Self::FORMAT, body)) => postcard::from_bytes(body).ok(),
-            _ => None,
+    /// The entry `value` holds, if this deployment sealed it for `key` and it has not
+    /// expired by the time it carries (Redis's own TTL is not trusted).
+    fn decode(
+        value: &[u8],
+        seal: &Seal,
+        key: CacheKey,
+        now: DateTime<Utc>,
+    ) -> Result<Self, Rejection> {
+        let body = seal.open(key, value)?;
+        // Authentic but unreadable: written by a release with the same format byte and
+        // another layout, which the format byte exists to prevent.
+        let entry: Self = postcard::from_bytes(body).map_err(|_| Rejection::Format)?;
+        if entry.expires_at <= now {
+            return Err(Rejection::Expired);
         }
+        Ok(entry)
     }
 }
 
@@ -202,6 +241,8 @@ pub struct CachedDirectory<D> {
     hasher: Arc<KeyHasher>,
     l1: Cache<CacheKey, Arc<Entry>>,
     redis: Option<Arc<RedisTier>>,
+    /// Seals what goes to Redis and opens what comes back.
+    seal: Seal,
     clock: Arc<dyn Clock>,
     stats: Arc<CacheStats>,
     /// Bumped before and after every eviction. A lookup that saw it move while it was
@@ -223,12 +264,14 @@ impl<D: Directory> CachedDirectory<D> {
         // rather than moka: far less bookkeeping per entry, and a `get` that takes no lock
         // for long (BENCHMARKS.md: 100k principals in 40 MiB instead of 73).
         let l1 = Cache::new(usize::try_from(options.l1_capacity).unwrap_or(usize::MAX));
+        let seal = Seal::new(&hasher, redis.as_ref().map_or("", |redis| redis.prefix()));
         Self {
             inner,
             options,
             hasher,
             l1,
             redis,
+            seal,
             clock,
             stats,
             epoch: AtomicU64::new(0),
@@ -308,7 +351,7 @@ impl<D: Directory> CachedDirectory<D> {
             answer,
         };
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            self.write_redis(key, &entry, ttl).await;
+            self.write_redis(key, &entry).await;
         }
         let answer = entry.answer.clone();
         let _ = placeholder.insert(Arc::new(entry));
@@ -336,15 +379,25 @@ impl<D: Directory> CachedDirectory<D> {
     }
 
     async fn read_redis(&self, key: CacheKey, now: DateTime<Utc>) -> Option<Entry> {
-        let bytes = self.redis.as_ref()?.get(key).await?;
-        let entry = Entry::decode(&bytes)?;
-        (entry.expires_at > now).then_some(entry)
+        let redis = self.redis.as_ref()?;
+        let value = redis.get(key).await?;
+        Entry::decode(&value, &self.seal, key, now)
+            .inspect_err(|&reason| redis.rejected(reason))
+            .ok()
     }
 
-    async fn write_redis(&self, key: CacheKey, entry: &Entry, ttl: Duration) {
+    /// Redis keeps the entry until the expiry it carries, not a TTL from now: the lookup
+    /// took time, and an entry Redis still holds past that expiry would be refused.
+    async fn write_redis(&self, key: CacheKey, entry: &Entry) {
         let Some(redis) = &self.redis else { return };
-        if let Some(bytes) = entry.encode() {
-            redis.set(key, bytes, ttl, entry.answer.user_id()).await;
+        let Ok(ttl) = (entry.expires_at - self.clock.now()).to_std() else {
+            return;
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        if let Some(value) = entry.encode(&self.seal, key) {
+            redis.set(key, value, ttl, entry.answer.user_id()).await;
         }
     }
 
@@ -502,10 +555,21 @@ mod tests {
         }
     }
 
+    fn seal() -> (Seal, CacheKey) {
+        let hasher = KeyHasher::new(b"test-secret-0123456789".to_vec().into());
+        let key = hasher.key(KeyKind::ApiKey, &["a key"]);
+        (Seal::new(&hasher, "authz:"), key)
+    }
+
+    fn written_at() -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(1_764_979_200_123_456).unwrap()
+    }
+
     fn round_trip(answer: Answer) -> Answer {
-        let expires_at = DateTime::from_timestamp_micros(1_764_979_200_123_456).unwrap();
-        let bytes = Entry { answer, expires_at }.encode().unwrap();
-        let entry = Entry::decode(&bytes).unwrap();
+        let (seal, key) = seal();
+        let expires_at = written_at() + Duration::from_secs(60);
+        let bytes = Entry { answer, expires_at }.encode(&seal, key).unwrap();
+        let entry = Entry::decode(&bytes, &seal, key, written_at()).unwrap();
         assert_eq!(entry.expires_at, expires_at);
         entry.answer
     }
@@ -539,19 +603,52 @@ mod tests {
     }
 
     #[test]
-    fn foreign_or_damaged_redis_values_are_misses() {
+    fn foreign_damaged_or_expired_redis_values_are_misses() {
+        let (seal, key) = seal();
+        let now = written_at();
+        let decode = |bytes: &[u8]| Entry::decode(bytes, &seal, key, now).map(|_| ());
         let json = br#"{"answer":{"User":null},"expires_at":"2026-12-05T00:00:00Z"}"#;
-        assert!(Entry::decode(json).is_none(), "an older release's JSON");
-        assert!(Entry::decode(&[]).is_none());
-        let expires_at = DateTime::from_timestamp_micros(1).unwrap();
-        let bytes = Entry {
+        assert_eq!(
+            decode(json),
+            Err(Rejection::Format),
+            "an older release's JSON"
+        );
+        assert_eq!(decode(&[]), Err(Rejection::Format));
+        let entry = Entry {
             answer: Answer::User(Some(principal())),
-            expires_at,
-        }
-        .encode()
-        .unwrap();
+            expires_at: now + Duration::from_secs(60),
+        };
+        let bytes = entry.encode(&seal, key).unwrap();
+        // The previous release wrote the same postcard behind format byte 1, unsealed.
+        let previous = postcard::to_extend(&entry, vec![1]).unwrap();
+        assert_eq!(decode(&previous), Err(Rejection::Format));
         for cut in 1..bytes.len() {
-            assert!(Entry::decode(&bytes[..cut]).is_none(), "cut at {cut}");
+            assert_eq!(decode(&bytes[..cut]), Err(Rejection::Mac), "cut at {cut}");
+        }
+        // Sealed for another key: a valid value replayed under this one.
+        let other = KeyHasher::new(b"test-secret-0123456789".to_vec().into())
+            .key(KeyKind::ApiKey, &["another key"]);
+        let replayed = entry.encode(&seal, other).unwrap();
+        assert_eq!(decode(&replayed), Err(Rejection::Mac));
+        // Authentic, but read at or past the expiry it carries.
+        assert_eq!(
+            Entry::decode(&bytes, &seal, key, entry.expires_at).map(|_| ()),
+            Err(Rejection::Expired)
+        );
+        assert!(decode(&bytes).is_ok());
+    }
+
+    #[test]
+    fn rejection_counters_are_the_familys_members() {
+        let stats = CacheStats::default();
+        stats.rejected(Rejection::Mac).inc();
+        stats.rejected(Rejection::Mac).inc();
+        stats.rejected(Rejection::Expired).inc();
+        for (reason, count) in Rejection::ALL.into_iter().zip([0, 2, 1]) {
+            let member = stats.redis_rejected.get_or_create(&RejectionLabels {
+                reason: reason.as_str(),
+            });
+            assert_eq!(member.get(), count, "{}", reason.as_str());
         }
     }
 }

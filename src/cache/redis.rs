@@ -1,5 +1,8 @@
 //! The shared tier: Redis, optional and never fatal. Every call is bounded by a timeout;
-//! a failure is counted, logged at most every few seconds, and treated as a miss.
+//! a failure is counted, logged at most every few seconds, and treated as a miss. Every key
+//! it writes expires: entries and user indexes with `PX`/`PEXPIRE` in the same round trip,
+//! failure counters a window after their own (their key names the window, so a counter that
+//! outlived its expiry is never read again).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use super::key::CacheKey;
+use super::seal::Rejection;
 use super::CacheStats;
 
 pub struct RedisTier {
@@ -25,9 +29,10 @@ pub struct RedisTier {
     prefix: String,
     timeout: Duration,
     stats: Arc<CacheStats>,
-    started: Instant,
-    /// Milliseconds since `started` of the last warning, to rate-limit them.
-    last_warning: AtomicU64,
+    /// Failures warned about at most every 10 s.
+    failure_warnings: WarnLimit,
+    /// Refused values warned about, per `Rejection`, at most once a minute.
+    rejection_warnings: [WarnLimit; Rejection::ALL.len()],
     /// Failures waiting to be counted, in one round trip for all that arrived meanwhile.
     failures: mpsc::Sender<Failure>,
 }
@@ -92,8 +97,8 @@ impl RedisTier {
             prefix,
             timeout,
             stats,
-            started: Instant::now(),
-            last_warning: AtomicU64::new(0),
+            failure_warnings: WarnLimit::new(Duration::from_secs(10)),
+            rejection_warnings: Rejection::ALL.map(|_| WarnLimit::new(Duration::from_secs(60))),
             failures,
         });
         tokio::spawn(count_failures(Arc::downgrade(&tier), pending));
@@ -112,6 +117,11 @@ impl RedisTier {
 
     fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The prefix of every key this deployment writes; sealed values are bound to it.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn entry_key(&self, key: CacheKey) -> String {
@@ -313,14 +323,7 @@ impl RedisTier {
     fn failed(&self, operation: &str) {
         self.stats.redis_errors.inc();
         *self.lock_shared() = None;
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 10_000)
-            && self
-                .last_warning
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.failure_warnings.allows() {
             let errors = self.stats.redis_errors.get();
             tracing::warn!(
                 operation,
@@ -328,6 +331,59 @@ impl RedisTier {
                 "Redis unavailable or slow; deciding from the in-process tier and the database"
             );
         }
+    }
+
+    /// Counts a value refused on reading (a miss), and warns of forged or foreign values at
+    /// most once a minute per reason. Neither key nor value is logged: the key is a keyed
+    /// hash of a credential, and the value is whatever the writer chose.
+    pub(super) fn rejected(&self, reason: Rejection) {
+        let counter = self.stats.rejected(reason);
+        counter.inc();
+        // An authentic value past its own expiry tells of clocks or a stripped TTL, not of
+        // a forger: counted, not warned of.
+        if reason != Rejection::Expired && self.rejection_warnings[reason as usize].allows() {
+            tracing::warn!(
+                reason = reason.as_str(),
+                rejected = counter.get(),
+                "refused a Redis value not sealed by this deployment for its key, and looked \
+                 the credential up instead: someone who can write to Redis may be tampering \
+                 with it (format: also an older release's entries, during an upgrade)"
+            );
+        }
+    }
+}
+
+/// Lets a warning through the first time, and then at most once per period.
+struct WarnLimit {
+    period: Duration,
+    started: Instant,
+    /// One more than the milliseconds since `started` of the last warning let through; 0
+    /// before the first.
+    last: AtomicU64,
+}
+
+impl WarnLimit {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn allows(&self) -> bool {
+        self.allows_at(self.started.elapsed())
+    }
+
+    /// One of several concurrent callers wins a due warning.
+    fn allows_at(&self, since_start: Duration) -> bool {
+        let now = since_start.as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= self.period.as_millis() as u64)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -345,5 +401,25 @@ async fn count_failures(tier: Weak<RedisTier>, mut pending: mpsc::Receiver<Failu
         for (failure, count) in batch.drain(..).zip(counts) {
             (failure.then)(count);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_first_then_at_most_once_a_period() {
+        let limit = WarnLimit::new(Duration::from_secs(60));
+        let at = Duration::from_secs;
+        assert!(limit.allows_at(at(0)), "the first one");
+        assert!(!limit.allows_at(at(0)));
+        assert!(!limit.allows_at(at(59)));
+        assert!(limit.allows_at(at(60)));
+        assert!(!limit.allows_at(at(61)));
+        assert!(!limit.allows_at(at(119)));
+        assert!(limit.allows_at(at(600)));
+        // A first one after a quiet start is let through too.
+        assert!(WarnLimit::new(Duration::from_secs(60)).allows_at(at(3600)));
     }
 }
