@@ -236,8 +236,11 @@ impl RedisTier {
         self.bounded("evict", async move {
             let mut conn = self.connection().await?;
             let members: Vec<String> = conn.smembers(&index).await.map_err(|e| e.to_string())?;
+            // Only our own entries: a name planted in the index must not make the gate delete
+            // keys outside its prefix that the planter could not reach itself.
+            let entries = format!("{}e:", self.prefix);
             let mut pipe = redis::pipe();
-            for member in &members {
+            for member in members.iter().filter(|m| m.starts_with(&entries)) {
                 pipe.cmd("DEL").arg(member).ignore();
             }
             pipe.cmd("DEL").arg(&index).ignore();
