@@ -1,12 +1,14 @@
 //! The cache (issue: warm decisions in microseconds, never a revoked credential): tiers,
-//! TTLs on a test clock, single-flight, trigger-driven eviction, Redis failures, and what
-//! Redis ends up holding.
+//! TTLs on a test clock, single-flight, trigger-driven eviction, Redis failures, what Redis
+//! ends up holding, and what it is refused (forged, replayed, cut and expired values).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
-use redmine_authz::cache::CacheStats;
+use deadpool_redis::redis::{self, aio::MultiplexedConnection, AsyncCommands as _};
+use redmine_authz::auth::Principal;
+use redmine_authz::cache::{CacheStats, KeyHasher, KeyKind, Rejection};
 
 use crate::helpers::*;
 
@@ -450,4 +452,340 @@ async fn redis_holds_no_credential_or_hash() {
         );
     }
     let _ = Ordering::Relaxed;
+}
+
+// Redis can't vouch for anyone: anyone who can reach Redis can write to it, so what the gate
+// reads back must be sealed by this deployment for the very key it was read from.
+
+const SHARED_SECRET: &str = "sealed-values-secret-0123";
+const UNKNOWN_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A gate on the shared Redis under a prefix of its own, with nothing kept in process, so
+/// every Check reads Redis.
+async fn gate_on_redis(prefix: &str, extra: &[&str]) -> TestApp {
+    let mut flags = vec![
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-key-prefix",
+        prefix,
+        "--cache-secret",
+        SHARED_SECRET,
+        "--l1-capacity",
+        "0",
+    ];
+    flags.extend_from_slice(extra);
+    spawn_app(&flags).await
+}
+
+async fn redis() -> MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The Redis key of an API key's entry, as anyone holding the secret computes it.
+fn api_key_slot(prefix: &str, api_key: &str) -> String {
+    let hasher = KeyHasher::new(SHARED_SECRET.as_bytes().to_vec().into());
+    let key = hasher.key(KeyKind::ApiKey, &[api_key]);
+    format!("{prefix}e:{}", key.to_hex())
+}
+
+async fn value_of(redis: &mut MultiplexedConnection, slot: &str) -> Vec<u8> {
+    let value: Option<Vec<u8>> = redis.get(slot).await.unwrap();
+    value.unwrap_or_else(|| panic!("no entry at {slot}"))
+}
+
+/// A plain `SET`, without expiry: the forger's choice.
+async fn plant(redis: &mut MultiplexedConnection, slot: &str, value: &[u8]) {
+    let () = redis.set(slot, value).await.unwrap();
+}
+
+async fn pttl(redis: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(redis)
+        .await
+        .unwrap()
+}
+
+fn rejected(app: &TestApp, reason: Rejection) -> u64 {
+    CacheStats::get(app.stats.rejected(reason))
+}
+
+/// The entry the previous release served from Redis, unsealed: format byte 1, then postcard
+/// of the answer and its expiry. The same layout is all a forger could write without the
+/// secret, whatever format byte they put in front.
+fn forged_admin_entry(admin_id: i64) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum Answer {
+        User(Option<Principal>),
+    }
+    #[derive(serde::Serialize)]
+    struct Entry {
+        answer: Answer,
+        expires_at_micros: i64,
+    }
+    let admin = Principal {
+        id: admin_id,
+        login: "forged-admin-login".into(),
+        admin: true,
+        status: 1,
+        twofa: false,
+        must_change_passwd: false,
+        passwd_changed_on: None,
+        external_auth: false,
+    };
+    let entry = Entry {
+        answer: Answer::User(Some(admin)),
+        // 2100-01-01: for all practical purposes, never.
+        expires_at_micros: 4_102_444_800_000_000,
+    };
+    postcard::to_extend(&entry, vec![1]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_redis_values_are_misses_never_identities() {
+    let logs = &crate::telemetry::harness().logs;
+    let prefix = redis_prefix();
+    let app = gate_on_redis(&prefix, &[]).await;
+    let mut redis = redis().await;
+    let slot = api_key_slot(&prefix, UNKNOWN_KEY);
+    let unknown = get("/issues.json").header("x-redmine-api-key", UNKNOWN_KEY);
+    let previous_release = forged_admin_entry(app.user_id("admin").await);
+    let body = &previous_release[1..];
+    // What the previous release would have served as admin, then the sealed layout with a
+    // tag of zeros, with none, and a few bytes of nothing.
+    let mut zero_tag = vec![2u8];
+    zero_tag.extend_from_slice(&[0; 16]);
+    zero_tag.extend_from_slice(body);
+    let mut no_tag = vec![2u8];
+    no_tag.extend_from_slice(body);
+    let forgeries: [(&str, &[u8], Rejection); 4] = [
+        (
+            "previous release's format",
+            &previous_release,
+            Rejection::Format,
+        ),
+        ("tag of zeros", &zero_tag, Rejection::Mac),
+        ("no tag", &no_tag, Rejection::Mac),
+        ("short", &[2, 1, 2, 3], Rejection::Mac),
+    ];
+    for (forgery, value, reason) in forgeries {
+        plant(&mut redis, &slot, value).await;
+        let (looked_up, refused) = (lookups(&app), rejected(&app, reason));
+        app.check(unknown.clone())
+            .await
+            .assert_denied(401, "invalid_api_key");
+        assert_eq!(
+            lookups(&app),
+            looked_up + 1,
+            "{forgery}: the database decided"
+        );
+        assert_eq!(rejected(&app, reason), refused + 1, "{forgery}");
+        // The gate's own answer replaced the forgery, and it expires.
+        assert_ne!(value_of(&mut redis, &slot).await, value, "{forgery}");
+        assert!(pttl(&mut redis, &slot).await > 0, "{forgery}");
+    }
+    assert_eq!(rejected(&app, Rejection::Expired), 0);
+
+    let metrics = http_get(app.admin_port.unwrap(), "/metrics").await;
+    for series in [
+        r#"authz_redis_rejected_total{reason="format"} 1"#,
+        r#"authz_redis_rejected_total{reason="mac"} 3"#,
+        r#"authz_redis_rejected_total{reason="expired"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    // Warned of, without the key or what the value said.
+    let logs = logs.text();
+    assert!(logs.contains("refused a Redis value"), "{logs}");
+    assert!(
+        !logs.contains(&slot[prefix.len() + 2..]),
+        "the key in the logs"
+    );
+    assert!(
+        !logs.contains("forged-admin-login"),
+        "the value in the logs"
+    );
+}
+
+#[tokio::test]
+async fn another_keys_sealed_value_is_refused() {
+    let prefix = redis_prefix();
+    let app = gate_on_redis(&prefix, &[]).await;
+    let mut redis = redis().await;
+    let admin = get("/issues.json").header("x-redmine-api-key", demo_key("admin"));
+    app.check(admin).await.assert_user("admin", "api-key");
+    let admins = value_of(&mut redis, &api_key_slot(&prefix, demo_key("admin"))).await;
+
+    // Admin's genuine, sealed entry replayed under an unknown key and under alice's.
+    plant(&mut redis, &api_key_slot(&prefix, UNKNOWN_KEY), &admins).await;
+    app.check(get("/issues.json").header("x-redmine-api-key", UNKNOWN_KEY))
+        .await
+        .assert_denied(401, "invalid_api_key");
+    plant(
+        &mut redis,
+        &api_key_slot(&prefix, demo_key("alice")),
+        &admins,
+    )
+    .await;
+    let alice = app.check(alice_key()).await;
+    alice.assert_user("alice", "api-key");
+    assert_eq!(alice.header("x-auth-user-admin").as_deref(), Some("false"));
+    assert_eq!(rejected(&app, Rejection::Mac), 2);
+    assert_eq!(CacheStats::get(&app.stats.redis_hits), 0);
+}
+
+#[tokio::test]
+async fn truncated_redis_values_are_refused() {
+    let prefix = redis_prefix();
+    let app = gate_on_redis(&prefix, &[]).await;
+    let mut redis = redis().await;
+    let slot = api_key_slot(&prefix, demo_key("alice"));
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    let whole = value_of(&mut redis, &slot).await;
+    for cut in [whole.len() - 1, 17, 16, 1] {
+        plant(&mut redis, &slot, &whole[..cut]).await;
+        let looked_up = lookups(&app);
+        app.check(alice_key()).await.assert_user("alice", "api-key");
+        assert_eq!(
+            lookups(&app),
+            looked_up + 1,
+            "cut to {cut}: the database decided"
+        );
+    }
+    assert_eq!(rejected(&app, Rejection::Mac), 4);
+    // Put back whole, it is served.
+    plant(&mut redis, &slot, &whole).await;
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    assert_eq!(CacheStats::get(&app.stats.redis_hits), 1);
+}
+
+#[tokio::test]
+async fn a_value_kept_past_its_expiry_is_not_served() {
+    let prefix = redis_prefix();
+    // No eviction by the triggers: only the expiry stands between alice's entry and her lock.
+    let app = gate_on_redis(
+        &prefix,
+        &["--cache-ttl", "60", "--listen-invalidations", "false"],
+    )
+    .await;
+    let mut redis = redis().await;
+    let slot = api_key_slot(&prefix, demo_key("alice"));
+    let start = Utc::now();
+    app.set_now(start);
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    let genuine = value_of(&mut redis, &slot).await;
+    // TTL stripped: Redis would keep it for ever.
+    let persisted: i64 = redis::cmd("PERSIST")
+        .arg(&slot)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(persisted, 1);
+    assert_eq!(pttl(&mut redis, &slot).await, -1);
+    app.exec("UPDATE users SET status = 3 WHERE login = 'alice'")
+        .await;
+    app.set_now(start + chrono::Duration::seconds(59));
+    app.check(alice_key()).await.assert_user("alice", "api-key"); // stale, inside the TTL
+    app.set_now(start + chrono::Duration::seconds(61));
+    app.check(alice_key())
+        .await
+        .assert_denied(401, "invalid_api_key");
+    assert_eq!(rejected(&app, Rejection::Expired), 1);
+    // The same genuine value replayed later, with a fresh TTL: still past its expiry.
+    let () = redis.set_ex(&slot, &genuine[..], 600).await.unwrap();
+    app.check(alice_key())
+        .await
+        .assert_denied(401, "invalid_api_key");
+    assert_eq!(rejected(&app, Rejection::Expired), 2);
+    assert_eq!(rejected(&app, Rejection::Mac), 0);
+}
+
+#[tokio::test]
+async fn every_key_the_gate_writes_in_redis_expires() {
+    let prefix = redis_prefix();
+    let app = gate_on_redis(&prefix, &[]).await;
+    let client = |request: Req| request.source("203.0.113.7");
+    for user in DEMO_USERS {
+        let wrong = format!("{}-wrong", user.password);
+        for password in [user.password, wrong.as_str()] {
+            app.check(client(
+                get("/issues.json").header("authorization", &basic(user.login, password)),
+            ))
+            .await;
+        }
+        if let Some(key) = user.api_key {
+            app.check(client(get("/issues.json").header("x-redmine-api-key", key)))
+                .await;
+            app.check(client(
+                get("/issues.json").header("authorization", &basic(key, "x")),
+            ))
+            .await;
+        }
+    }
+    for credential in [
+        ("x-redmine-api-key", UNKNOWN_KEY.to_owned()),
+        ("authorization", format!("Bearer {DEMO_OAUTH_TOKEN}")),
+        ("authorization", "Bearer not-a-token".to_owned()),
+    ] {
+        app.check(client(
+            get("/issues.json").header(credential.0, &credential.1),
+        ))
+        .await;
+    }
+    app.check(client(
+        get("/issues.json")
+            .header("x-redmine-api-key", demo_key("admin"))
+            .header("x-redmine-switch-user", "alice"),
+    ))
+    .await;
+
+    // Entries, user indexes and the failure counters (written in the background).
+    let mut redis = redis().await;
+    let started = std::time::Instant::now();
+    let keys = loop {
+        let keys: Vec<String> = redis.keys(format!("{prefix}*")).await.unwrap();
+        let kinds: Vec<&str> = ["e:", "u:", "t:"]
+            .into_iter()
+            .filter(|kind| keys.iter().any(|k| k[prefix.len()..].starts_with(kind)))
+            .collect();
+        if kinds.len() == 3 {
+            break keys;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "only {kinds:?} written: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(keys.len() >= 20, "{keys:?}");
+    for key in &keys {
+        let left = pttl(&mut redis, key).await;
+        assert!(left > 0, "{key} has no expiry ({left})");
+    }
+}
+
+#[tokio::test]
+async fn evicting_a_user_deletes_only_our_entries_named_in_its_index() {
+    let prefix = redis_prefix();
+    let app = gate_on_redis(&prefix, &[]).await;
+    let mut redis = redis().await;
+    app.check(alice_key()).await.assert_user("alice", "api-key");
+    let index = format!("{prefix}u:{}", app.user_id("alice").await);
+    // Another application's key, named in alice's index by someone who can write to Redis.
+    let precious = format!("other-app-{prefix}precious");
+    let () = redis.set_ex(&precious, "keep me", 60).await.unwrap();
+    let () = redis.sadd(&index, &precious).await.unwrap();
+
+    // Alice's own entry goes (else she would stay allowed from Redis), the planted name stays.
+    app.exec("UPDATE users SET status = 3 WHERE login = 'alice'")
+        .await;
+    app.until_status(alice_key(), 401, Duration::from_secs(1))
+        .await;
+    let kept: bool = redis.exists(&precious).await.unwrap();
+    assert!(kept, "the gate deleted a key outside its prefix");
+    let () = redis.del(&precious).await.unwrap();
 }
