@@ -101,7 +101,8 @@ pub struct ServeArgs {
     /// Longest wait for Redis before treating it as a miss, in milliseconds.
     #[arg(long, env = "AUTHZ_REDIS_TIMEOUT_MS", default_value_t = 100)]
     pub redis_timeout_ms: u64,
-    /// Secret for the HMAC cache keys; set it to share Redis entries between replicas.
+    /// Secret that keys the cache keys and seals Redis values; set the same on every replica to
+    /// share Redis entries.
     #[arg(long, env = "AUTHZ_CACHE_SECRET", hide_env_values = true)]
     pub cache_secret: Option<SecretString>,
     /// Seconds a found user, key or token stays cached; 0 turns caching off.
