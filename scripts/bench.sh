@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of BENCHMARKS.md and writes benches/results/ (results.json, summary.md,
 # latency.svg). Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379; compares with
-# Redmine on 127.0.0.1:3000 when it answers (bash ../shared/tools/redmine-oracle.sh start).
+# Redmine on 127.0.0.1:3000 when it answers (bash tests/peers/redmine-oracle.sh start).
 #
 #   scripts/bench.sh            full run (about 8 minutes; the first one also seeds 1M users)
 #   scripts/bench.sh --quick    shorter runs, to check the benchmark itself

