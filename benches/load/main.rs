@@ -850,7 +850,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         scenarios.push(wrong);
         scenarios.push(redmine);
     } else {
-        notes.push(format!("Redmine did not answer on {}; comparison skipped (bash ../shared/tools/redmine-oracle.sh start).", args.redmine));
+        notes.push(format!("Redmine did not answer on {}; comparison skipped (bash tests/peers/redmine-oracle.sh start).", args.redmine));
         scenarios.push(wrong);
     }
 
