@@ -260,7 +260,9 @@ pub fn is_blank(value: &str) -> bool {
 /// Compares bytes, not string slices: the header may hold any UTF-8, and slicing at the
 /// scheme's length could land inside a character (the fuzzer found `Basié`).
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let value = value.trim_start();
+    // Rails and Doorkeeper anchor the scheme at the start (`\ABasic `); an HTTP server has
+    // already dropped leading spaces and tabs, and nothing else: `\u{a0}Basic` is no scheme.
+    let value = value.trim_start_matches([' ', '\t']);
     let bytes = value.as_bytes();
     let n = scheme.len();
     // Byte n is an ASCII space, so n + 1 is a character boundary.
@@ -518,6 +520,21 @@ mod tests {
                 matches!(select(request), Ok(Credential::Anonymous)),
                 "{value}"
             );
+        }
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_may_stand_before_the_scheme() {
+        let with = |value: &str| {
+            select(Request::new("GET", "/x.json").with_header("authorization", value))
+        };
+        assert!(matches!(with(" \tBasic YTpi"), Ok(Credential::Basic(_))));
+        for value in [
+            "\u{a0}Basic YTpi",
+            "\u{3000}Bearer tok",
+            "\u{2003}Bearer tok",
+        ] {
+            assert!(matches!(with(value), Ok(Credential::Anonymous)), "{value}");
         }
     }
 
