@@ -74,6 +74,11 @@ pub enum Reason {
     RequestTooLarge,
     /// A credential longer than any Redmine issues.
     CredentialTooLong,
+    /// A body Rails parses that the proxy cut at its buffer limit: it may hold a credential
+    /// the gate did not see.
+    BodyTooLarge,
+    /// A body Rails parses that the proxy did not send at all (no `with_request_body`).
+    BodyNotForwarded,
     /// The gate failed (a bug): denied, never let through.
     InternalError,
     DirectoryUnavailable,
@@ -125,6 +130,8 @@ impl Reason {
             Self::HeadersTooLarge => "headers_too_large",
             Self::RequestTooLarge => "request_too_large",
             Self::CredentialTooLong => "credential_too_long",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyNotForwarded => "body_not_forwarded",
             Self::InternalError => "internal_error",
             Self::DirectoryUnavailable => "directory_unavailable",
             Self::Throttled => "throttled",
@@ -159,6 +166,8 @@ impl Reason {
             Self::HeadersTooLarge => "Request headers too large",
             Self::RequestTooLarge => "Request too large",
             Self::CredentialTooLong => "Credential too long",
+            Self::BodyTooLarge => "Request body too large to check for credentials",
+            Self::BodyNotForwarded => "Request body not forwarded to the authentication gateway",
             Self::InternalError => "Internal error",
             Self::DirectoryUnavailable => "Authentication is temporarily unavailable",
             Self::Throttled => "Too many failed authentication attempts; retry later",
@@ -267,7 +276,9 @@ impl Deny {
             // The caller sets the real wait; one window is the safe default.
             Reason::Throttled => (TooManyRequests, None, Some(60)),
             Reason::HeadersTooLarge => (DenyStatus::HeadersTooLarge, None, None),
-            Reason::RequestTooLarge => (PayloadTooLarge, None, None),
+            Reason::RequestTooLarge | Reason::BodyTooLarge | Reason::BodyNotForwarded => {
+                (PayloadTooLarge, None, None)
+            }
             Reason::InternalError => (DenyStatus::InternalError, None, None),
             Reason::BadRequest
             | Reason::Authenticated
@@ -341,6 +352,8 @@ mod tests {
         assert_eq!(status(Reason::RestApiDisabled), 403);
         assert_eq!(status(Reason::InvalidSwitchUser), 412);
         assert_eq!(status(Reason::DirectoryUnavailable), 503);
+        assert_eq!(status(Reason::BodyTooLarge), 413);
+        assert_eq!(status(Reason::BodyNotForwarded), 413);
         assert_eq!(
             Deny::new(Reason::InvalidApiKey, Format::Json).challenge,
             None

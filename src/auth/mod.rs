@@ -1,5 +1,6 @@
 //! The pure decision core: no I/O, no protocol types. Each step is a function of its inputs.
 
+pub mod body;
 pub mod classify;
 pub mod credentials;
 pub mod decide;

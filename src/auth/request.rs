@@ -169,8 +169,9 @@ pub struct Request {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestBody {
     pub bytes: bytes::Bytes,
-    /// The proxy cut the body at its buffer limit (Envoy: `allow_partial_message` and the
-    /// `x-envoy-auth-partial-body: true` header): what Redmine will read is unknown.
+    /// The body may be less than the client sent: the proxy cut it at its buffer limit
+    /// (Envoy: `allow_partial_message` and `x-envoy-auth-partial-body: true`), or its length
+    /// is not the request's `Content-Length`. What Redmine will read from it is unknown.
     pub partial: bool,
 }
 

@@ -4,6 +4,8 @@ use bytestring::ByteString;
 use prost::bytes::Bytes;
 
 use super::wire::{CheckRequest, HttpRequest};
+use crate::auth::body::content_length;
+use crate::auth::request::{Headers, RequestBody};
 use crate::auth::{Request, RouteMode};
 
 /// A `CheckRequest` that does not describe an HTTP request.
@@ -23,6 +25,17 @@ pub const MAX_HEADERS: usize = 256;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_TOTAL_HEADER_BYTES: usize = 96 * 1024;
 pub const MAX_PATH_BYTES: usize = 16 * 1024;
+
+/// The header Envoy adds to a Check that carries a body (`with_request_body`): `false` for the
+/// whole body, `true` when it cut the body at `max_request_bytes` (`allow_partial_message`).
+/// Envoy leaves out a header of that name sent by the client: only Envoy sets it.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
+/// Envoy marks a body whole when its buffer holds exactly `max_request_bytes` of it, even if
+/// more follows. Without a `Content-Length` to compare with, a body this long may be cut: the
+/// example configurations buffer this much, and a larger `max_request_bytes` only means that
+/// longer bodies need a `Content-Length`.
+pub const MAX_BODY_WITHOUT_LENGTH: usize = 64 * 1024;
 
 /// Takes the message by value: header names and values move into the [`Request`] still
 /// sharing the received frame.
@@ -44,7 +57,13 @@ pub fn parse(check: CheckRequest) -> Result<Request, ParseError> {
         return Err(ParseError::NotUtf8);
     };
     let mut request = Request::from_target(method, target);
+    // Envoy fills one of the two, as `pack_as_bytes` says.
+    let body = match std::mem::take(&mut http.raw_body) {
+        raw if raw.is_empty() => std::mem::take(&mut http.body),
+        raw => raw,
+    };
     move_headers(http, &mut request);
+    request.body = read_body(body, &request.headers);
     request.source = attributes
         .source
         .and_then(|peer| peer.address)
@@ -87,6 +106,29 @@ fn check_sizes(http: &HttpRequest) -> Result<(), ParseError> {
 fn sizes(each: impl Iterator<Item = usize>) -> (usize, usize, usize) {
     each.fold((0, 0, 0), |(count, largest, total), size| {
         (count + 1, largest.max(size), total + size)
+    })
+}
+
+/// The body Envoy sent, if it sent one, marked partial when it may be less than the client
+/// sent: Envoy says it cut it, or its length is not the `Content-Length`, or it has no
+/// `Content-Length` and is long enough to be a cut one that Envoy calls whole.
+fn read_body(bytes: Bytes, headers: &Headers) -> Option<RequestBody> {
+    let marked = headers.names().any(|name| name == PARTIAL_BODY_HEADER);
+    if bytes.is_empty() && !marked {
+        return None;
+    }
+    // Anything but Envoy's own `false` counts as cut: a stricter reading, never a looser one.
+    let cut = headers.is_not_utf8(PARTIAL_BODY_HEADER)
+        || headers
+            .get_all(PARTIAL_BODY_HEADER)
+            .any(|mark| mark != "false");
+    let short = match content_length(headers) {
+        Some(length) => length != Some(bytes.len() as u64),
+        None => bytes.len() >= MAX_BODY_WITHOUT_LENGTH,
+    };
+    Some(RequestBody {
+        bytes,
+        partial: cut || short,
     })
 }
 
@@ -191,7 +233,7 @@ mod tests {
                 ("X-Request-Id".to_owned(), "r1".to_owned()),
             ]
             .into(),
-            body: "ignored".to_owned(),
+            body: "limit=2".to_owned(),
             size: 7,
             ..Default::default()
         });
@@ -207,6 +249,10 @@ mod tests {
         );
         assert_eq!(request.source, Some("203.0.113.9".parse().unwrap()));
         assert_eq!(request.mode, Some(Ok(RouteMode::Public)));
+        assert_eq!(
+            request.body.map(|b| b.bytes),
+            Some(Bytes::from_static(b"limit=2"))
+        );
     }
 
     #[test]
@@ -269,6 +315,142 @@ mod tests {
             Credential::select(&request).unwrap_err(),
             Reason::AmbiguousCredential
         );
+    }
+
+    /// A POST as Envoy sends it with `with_request_body`: the body in `raw_body`
+    /// (`pack_as_bytes`) or `body`, the partial mark among the headers of either form.
+    fn with_body(body: &[u8], packed: bool, headers: &[(&str, &str)], raw: bool) -> Request {
+        let mut http = FullHttp {
+            method: "POST".to_owned(),
+            path: "/issues.json".to_owned(),
+            ..Default::default()
+        };
+        if packed {
+            http.raw_body = body.to_vec();
+        } else {
+            http.body = String::from_utf8(body.to_vec()).unwrap();
+        }
+        if raw {
+            http.header_map = Some(core::HeaderMap {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| core::HeaderValue {
+                        key: (*k).to_owned(),
+                        value: String::new(),
+                        raw_value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            });
+        } else {
+            http.headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        }
+        parse(as_received(&full(http))).unwrap()
+    }
+
+    #[test]
+    fn the_body_is_a_slice_of_the_received_frame() {
+        let check = full(FullHttp {
+            method: "POST".to_owned(),
+            path: "/issues.json".to_owned(),
+            raw_body: vec![b'k'; 4096],
+            ..Default::default()
+        });
+        let frame = Bytes::from(check.encode_to_vec());
+        let request = parse(CheckRequest::decode(frame.clone()).unwrap()).unwrap();
+        let body = request.body.unwrap().bytes;
+        let within = frame.as_ptr_range();
+        assert!(within.contains(&body.as_ptr()), "copied out of the frame");
+        assert_eq!(body.len(), 4096);
+    }
+
+    #[test]
+    fn the_body_arrives_in_either_field() {
+        for packed in [true, false] {
+            for raw in [true, false] {
+                let request = with_body(
+                    b"key=abc",
+                    packed,
+                    &[
+                        ("content-type", "application/x-www-form-urlencoded"),
+                        ("content-length", "7"),
+                        (PARTIAL_BODY_HEADER, "false"),
+                    ],
+                    raw,
+                );
+                let body = request.body.expect("a body");
+                assert_eq!(&body.bytes[..], b"key=abc", "packed {packed}, raw {raw}");
+                assert!(!body.partial, "packed {packed}, raw {raw}");
+            }
+        }
+        // Bytes that are not UTF-8 come through as sent.
+        let request = with_body(
+            b"\xff\x00key",
+            true,
+            &[(PARTIAL_BODY_HEADER, "false")],
+            true,
+        );
+        assert_eq!(&request.body.unwrap().bytes[..], b"\xff\x00key");
+        // No body and no mark: Envoy sent none (a GET, or no `with_request_body`).
+        assert_eq!(
+            with_body(b"", true, &[("content-length", "7")], false).body,
+            None
+        );
+        // An empty body Envoy buffered is a body.
+        let empty = with_body(b"", true, &[(PARTIAL_BODY_HEADER, "false")], false);
+        assert_eq!(empty.body.map(|b| b.partial), Some(false));
+    }
+
+    #[test]
+    fn a_body_is_partial_when_it_may_be_less_than_was_sent() {
+        let partial = |body: &[u8], headers: &[(&str, &str)]| {
+            let request = with_body(body, true, headers, false);
+            request.body.expect("a body").partial
+        };
+        let mark = |value| (PARTIAL_BODY_HEADER, value);
+        // Envoy says so.
+        assert!(partial(
+            b"key=",
+            &[mark("true"), ("content-length", "99999")]
+        ));
+        // Anything but Envoy's `false` is read as cut.
+        assert!(partial(b"key=", &[mark("TRUE"), ("content-length", "4")]));
+        assert!(partial(b"key=", &[mark(""), ("content-length", "4")]));
+        // Whole, Envoy says, but shorter than Content-Length: Envoy stops buffering at
+        // exactly max_request_bytes and calls that whole.
+        assert!(partial(b"key=", &[mark("false"), ("content-length", "5")]));
+        assert!(partial(b"key=", &[mark("false"), ("content-length", "x")]));
+        assert!(!partial(b"key=", &[mark("false"), ("content-length", "4")]));
+        // Without Content-Length (chunked, HTTP/2) only a short body is surely whole.
+        let long = vec![b'a'; MAX_BODY_WITHOUT_LENGTH];
+        assert!(partial(&long, &[mark("false")]));
+        assert!(!partial(&long[1..], &[mark("false")]));
+        let length = MAX_BODY_WITHOUT_LENGTH.to_string();
+        assert!(!partial(
+            &long,
+            &[mark("false"), ("content-length", &length)]
+        ));
+        // A mark that is not UTF-8 is not `false`.
+        let mut http = FullHttp {
+            method: "POST".to_owned(),
+            path: "/issues.json".to_owned(),
+            raw_body: b"key=".to_vec(),
+            header_map: Some(core::HeaderMap {
+                headers: vec![core::HeaderValue {
+                    key: PARTIAL_BODY_HEADER.to_owned(),
+                    value: String::new(),
+                    raw_value: vec![0xff],
+                }],
+            }),
+            ..Default::default()
+        };
+        let request = parse(as_received(&full(http.clone()))).unwrap();
+        assert!(request.body.unwrap().partial);
+        http.header_map = None;
+        let request = parse(as_received(&full(http))).unwrap();
+        assert!(!request.body.unwrap().partial, "no mark, no length, short");
     }
 
     #[test]

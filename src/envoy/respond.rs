@@ -320,13 +320,13 @@ fn codes(status: DenyStatus) -> (StatusCode, i32) {
     match status {
         DenyStatus::BadRequest => (StatusCode::BadRequest, 3), // INVALID_ARGUMENT
         DenyStatus::HeadersTooLarge => (StatusCode::RequestHeaderFieldsTooLarge, 3), // INVALID_ARGUMENT
-        DenyStatus::InternalError => (StatusCode::InternalServerError, 13),          // INTERNAL
-        DenyStatus::Unauthorized => (StatusCode::Unauthorized, 16), // UNAUTHENTICATED
-        DenyStatus::Forbidden => (StatusCode::Forbidden, 7),        // PERMISSION_DENIED
+        DenyStatus::PayloadTooLarge => (StatusCode::PayloadTooLarge, 3), // INVALID_ARGUMENT
+        DenyStatus::InternalError => (StatusCode::InternalServerError, 13), // INTERNAL
+        DenyStatus::Unauthorized => (StatusCode::Unauthorized, 16),      // UNAUTHENTICATED
+        DenyStatus::Forbidden => (StatusCode::Forbidden, 7),             // PERMISSION_DENIED
         DenyStatus::PreconditionFailed => (StatusCode::PreconditionFailed, 9), // FAILED_PRECONDITION
         DenyStatus::TooManyRequests => (StatusCode::TooManyRequests, 8),       // RESOURCE_EXHAUSTED
         DenyStatus::ServiceUnavailable => (StatusCode::ServiceUnavailable, 14), // UNAVAILABLE
-        DenyStatus::PayloadTooLarge => (StatusCode::PayloadTooLarge, 3),       // INVALID_ARGUMENT
     }
 }
 

@@ -3,8 +3,8 @@
 //! Wire-compatible with `envoy.service.auth.v3.CheckRequest` (`proto/`): the same field
 //! numbers, with each `map<string, string>` as what it is on the wire, a repeated key/value
 //! entry. prost skips every field not declared here (the destination, metadata, TLS and
-//! timing attributes, the body) instead of decoding it, and a `bytes` field is a slice of the
-//! received frame, not a copy: a header costs no allocation until the gate reads it. UTF-8 is
+//! timing attributes) instead of decoding it, and a `bytes` field is a slice of the received
+//! frame, not a copy: a header or a body costs no allocation until the gate reads it. UTF-8 is
 //! checked in `parse`, for the fields the gate uses. The server's codec ([`CheckCodec`]) turns
 //! a message it cannot read into a [`Check`] too, so that it is denied, not an RPC error.
 
@@ -66,6 +66,13 @@ pub struct HttpRequest {
     pub headers: Vec<Entry>,
     #[prost(bytes = "bytes", tag = "4")]
     pub path: Bytes,
+    /// `string body`: the body Envoy buffered (`with_request_body`) without `pack_as_bytes`,
+    /// where Envoy replaced bytes that are not UTF-8. Read as bytes: the same wire type.
+    #[prost(bytes = "bytes", tag = "11")]
+    pub body: Bytes,
+    /// `bytes raw_body`: the body as the client sent it (`pack_as_bytes: true`).
+    #[prost(bytes = "bytes", tag = "12")]
+    pub raw_body: Bytes,
     /// The raw form, with `encode_raw_headers`.
     #[prost(message, optional, tag = "13")]
     pub header_map: Option<HeaderMap>,
