@@ -453,6 +453,7 @@ pub struct Req {
     raw: bool,
     context: BTreeMap<String, String>,
     source: Option<String>,
+    body: Vec<u8>,
 }
 
 pub fn get(path: &str) -> Req {
@@ -463,6 +464,14 @@ pub fn get(path: &str) -> Req {
         raw: false,
         context: BTreeMap::new(),
         source: Some("203.0.113.9".into()),
+        body: vec![],
+    }
+}
+
+pub fn post(path: &str) -> Req {
+    Req {
+        method: "POST".into(),
+        ..get(path)
     }
 }
 
@@ -497,6 +506,21 @@ impl Req {
         self
     }
 
+    /// A whole body as Envoy sends it with `with_request_body` and `pack_as_bytes`: in
+    /// `raw_body`, with the client's `Content-Length` and Envoy's partial-body mark.
+    pub fn body(self, body: &[u8]) -> Self {
+        self.cut_body(body, body.len())
+    }
+
+    /// The first bytes of a body of `sent` bytes, as Envoy sends them when the body is over
+    /// `max_request_bytes` and `allow_partial_message` is on.
+    pub fn cut_body(mut self, first: &[u8], sent: usize) -> Self {
+        self.body = first.to_vec();
+        let partial = if first.len() < sent { "true" } else { "false" };
+        self.header("content-length", &sent.to_string())
+            .header("x-envoy-auth-partial-body", partial)
+    }
+
     pub fn build(&self) -> CheckRequest {
         let mut http = HttpRequest {
             method: self.method.clone(),
@@ -504,6 +528,7 @@ impl Req {
             host: "redmine.example".into(),
             scheme: "https".into(),
             protocol: "HTTP/1.1".into(),
+            raw_body: self.body.clone(),
             ..Default::default()
         };
         if self.raw {

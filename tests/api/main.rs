@@ -5,6 +5,7 @@ mod helpers;
 
 mod answer; // SPEC 7
 mod basic; // SPEC 5, Basic
+mod bodies; // SPEC 4, bodies Rails parses
 mod cache; // the cache tiers and revocation
 mod cli; // the command line
 mod connections; // connection caps, header deadlines, keepalive
