@@ -320,14 +320,19 @@ def envoy_binary() -> str:
 
 UNDERSCORES_REJECTED = "headers_with_underscores_action: REJECT_REQUEST"
 Replacements = tuple[tuple[str, str], ...]
+WITH_REQUEST_BODY = re.compile(r"\n( +)with_request_body:\n(?:\1  .*\n)+")
 
 
 def render_envoy_config(values: dict[str, str], raw_headers: bool, underscores: bool = False,
-                        replace: Replacements = ()) -> str:
+                        bodies: bool = True, replace: Replacements = ()) -> str:
     """The example config; `underscores` lets headers with underscores through, as Envoy's and
-    Istio's defaults do, to test that the gate itself is safe behind such a proxy; `replace`:
-    (text, replacement) pairs that make a variant of the template, each text in it."""
+    Istio's defaults do, to test that the gate itself is safe behind such a proxy; without
+    `bodies` Envoy sends no request body to the gate (Envoy's default); `replace`: (text,
+    replacement) pairs that make a variant of the template, each text in it."""
     text = ENVOY_TEMPLATE.read_text()
+    if not bodies:
+        text, found = WITH_REQUEST_BODY.subn("\n", text)
+        assert found == 1, "template lost its with_request_body block"
     if raw_headers:
         assert "# encode_raw_headers: true" in text, "template lost its encode_raw_headers line"
         text = text.replace("# encode_raw_headers: true", "encode_raw_headers: true")
@@ -368,22 +373,22 @@ class EnvoyPool:
         self.log_dir = log_dir
         self.processes = processes
         self.upstream_port = upstream_port
-        self.envoys: dict[tuple[int, bool, int, bool, Replacements], Envoy] = {}
+        self.envoys: dict[tuple[int, bool, int, bool, bool, Replacements], Envoy] = {}
 
     def get(self, authz_port: int, raw_headers: bool, upstream_port: int | None = None,
-            underscores: bool = False, replace: Replacements = ()) -> Envoy:
+            underscores: bool = False, bodies: bool = True, replace: Replacements = ()) -> Envoy:
         """One Envoy per (authz port, header form, upstream, underscore headers allowed,
-        variant); the upstream defaults to the echo server."""
-        key = (authz_port, raw_headers, upstream_port or self.upstream_port, underscores, replace)
+        bodies sent, variant); the upstream defaults to the echo server."""
+        key = (authz_port, raw_headers, upstream_port or self.upstream_port, underscores, bodies, replace)
         if key not in self.envoys:
             self.envoys[key] = self._start(*key)
         return self.envoys[key]
 
     def _start(self, authz_port: int, raw_headers: bool, upstream_port: int, underscores: bool,
-               replace: Replacements) -> Envoy:
+               bodies: bool, replace: Replacements) -> Envoy:
         port, admin_port = free_port(), free_port()
         name = (f"envoy-{authz_port}-{'raw' if raw_headers else 'map'}-{upstream_port}"
-                f"{'-underscores' if underscores else ''}")
+                f"{'-underscores' if underscores else ''}{'' if bodies else '-nobodies'}")
         if replace:
             name += f"-variant{len(self.envoys)}"
         config = self.log_dir / f"{name}.yaml"
@@ -400,6 +405,7 @@ class EnvoyPool:
                 },
                 raw_headers,
                 underscores,
+                bodies,
                 replace,
             )
         )

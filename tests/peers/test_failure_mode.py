@@ -32,7 +32,7 @@ def envoy_sending_bodies(envoy_pool, authz, fail_open: bool):
         f"failure_mode_allow: {'true' if fail_open else 'false'}\n"
         "              with_request_body: { max_request_bytes: 8388608 }"
     )
-    return envoy_pool.get(authz.port, False, replace=((FAIL_CLOSED, setting),))
+    return envoy_pool.get(authz.port, False, bodies=False, replace=((FAIL_CLOSED, setting),))
 
 
 @pytest.fixture(params=[False, True], ids=["fail-closed", "fail-open"])
@@ -99,7 +99,7 @@ def test_partial_bodies_let_large_uploads_through(envoy_pool, authz, demo_db, up
         "failure_mode_allow: false\n"
         "              with_request_body: { max_request_bytes: 1000000, allow_partial_message: true }"
     )
-    envoy = envoy_pool.get(authz.port, False, replace=((FAIL_CLOSED, partial),))
+    envoy = envoy_pool.get(authz.port, False, bodies=False, replace=((FAIL_CLOSED, partial),))
     body = b"x" * (5 * MiB)
     response, test_id = post(envoy, [("X-Redmine-API-Key", demo_db.keys["alice"])], body)
     assert response.status == 200, (response.status, response.body[:300])
