@@ -68,6 +68,10 @@ struct DriveArgs {
     /// How many distinct API keys the api-key mix cycles through (bench users 1..=N).
     #[arg(long, default_value = "1000")]
     keys: u64,
+    /// Make the api-key mix POSTs with a JSON body of this many bytes, as Envoy sends them
+    /// with `with_request_body` (0: GETs without a body).
+    #[arg(long, default_value = "0")]
+    body: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -144,14 +148,24 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(|_| requests::encode(&requests::flood_key())) as RequestSource,
             Expect::AnyDeny,
         ),
+        _ if args.body > 0 => (
+            cycle(
+                key_requests(1..=args.keys)
+                    .into_iter()
+                    .map(|request| requests::with_body(request, args.body))
+                    .collect(),
+            ),
+            Expect::Allow,
+        ),
         _ => (cycle(key_requests(1..=args.keys)), Expect::Allow),
     };
     let clients = loadgen::connect(args.port, 4).await?;
     let spec = LoadSpec::saturating(u64::MAX, args.seconds);
     let result = loadgen::run(&clients, &spec, source, expect).await;
     eprintln!(
-        "{}: {:.0}/s, p50 {} µs, p99 {} µs, p99.9 {} µs, unexpected {}",
+        "{} (body {} B): {:.0}/s, p50 {} µs, p99 {} µs, p99.9 {} µs, unexpected {}",
         args.mix,
+        args.body,
         result.per_second(),
         result.histogram.value_at_quantile(0.5) / 1_000,
         result.histogram.value_at_quantile(0.99) / 1_000,

@@ -107,6 +107,33 @@ pub fn random_key() -> String {
     hex::encode(bytes)
 }
 
+/// `request` as a POST carrying a JSON body of `size` bytes, as Envoy sends it with
+/// `with_request_body` and `pack_as_bytes`: the body in `raw_body`, its `Content-Length`
+/// and Envoy's mark that it is whole.
+pub fn with_body(mut request: CheckRequest, size: usize) -> CheckRequest {
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("an HTTP check");
+    let mut body = br#"{"issue":{"notes":""#.to_vec();
+    body.resize(size.saturating_sub(3).max(body.len()), b'x');
+    body.extend_from_slice(br#""}}"#);
+    http.method = "POST".into();
+    for (name, value) in [
+        (":method", "POST".to_owned()),
+        ("content-type", "application/json".to_owned()),
+        ("content-length", body.len().to_string()),
+        ("x-envoy-auth-partial-body", "false".to_owned()),
+    ] {
+        http.headers.insert(name.to_owned(), value);
+    }
+    http.size = body.len() as i64;
+    http.raw_body = body;
+    request
+}
+
 /// The request as the load generator sends it, encoded once.
 pub fn encode(request: &CheckRequest) -> bytes::Bytes {
     use prost::Message as _;
