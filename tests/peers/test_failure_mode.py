@@ -52,11 +52,11 @@ def ext_authz_stats(envoy) -> dict[str, int]:
     return stats
 
 
-def post(envoy, headers, body: bytes):
+def post(envoy, headers, body: bytes, content_type: str = "application/json"):
     test_id = new_id()
     response = http_request(
         envoy.port, "POST", "/issues.json",
-        [("x-test-id", test_id), ("content-type", "application/json"), *headers],
+        [("x-test-id", test_id), ("content-type", content_type), *headers],
         body=body,
     )
     return response, test_id
@@ -101,11 +101,13 @@ def test_partial_bodies_let_large_uploads_through(envoy_pool, authz, demo_db, up
     )
     envoy = envoy_pool.get(authz.port, False, bodies=False, replace=((FAIL_CLOSED, partial),))
     body = b"x" * (5 * MiB)
-    response, test_id = post(envoy, [("X-Redmine-API-Key", demo_db.keys["alice"])], body)
+    # An upload (a type Rails does not parse): a JSON body cut like this is 413 (test_bodies).
+    upload = "application/octet-stream"
+    response, test_id = post(envoy, [("X-Redmine-API-Key", demo_db.keys["alice"])], body, upload)
     assert response.status == 200, (response.status, response.body[:300])
     assert response.json()["headers"]["x-auth-user-login"] == ["alice"]
     assert len(response.json()["body"]) == len(body)
-    response, test_id = post(envoy, [], body)
+    response, test_id = post(envoy, [], body, upload)
     assert response.status == 401, (response.status, response.body[:300])
     assert test_id not in upstream.seen_ids
 
