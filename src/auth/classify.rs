@@ -1,6 +1,7 @@
 //! Which requests the gate checks at all (SPEC 2).
 
 use super::request::{Request, RouteMode};
+use super::routes::may_be_rewritten;
 
 /// How strictly a request is gated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +27,10 @@ pub fn classify(request: &Request) -> Gating {
     }
 }
 
-/// Doorkeeper's own endpoints. A path with dot segments is never exempt: behind a proxy
-/// that does not normalise paths, `/oauth/../issues.json` would reach the API.
+/// Doorkeeper's own endpoints, unless a proxy could make the path another one: behind a
+/// proxy that normalises paths, `/oauth/../issues.json` would reach the API.
 fn is_oauth_endpoint(path: &str) -> bool {
-    let exempt = path == "/oauth" || path.starts_with("/oauth/");
-    exempt
-        && !path.split('/').any(|segment| {
-            let lower = segment.to_ascii_lowercase();
-            lower == "." || lower == ".." || lower.contains("%2e") || lower.contains('\\')
-        })
+    (path == "/oauth" || path.starts_with("/oauth/")) && !may_be_rewritten(path)
 }
 
 #[cfg(test)]
@@ -67,11 +63,41 @@ mod tests {
     }
 
     #[test]
+    fn files_named_like_api_paths_are_not_api_requests() {
+        assert_eq!(
+            gating("/attachments/download/1/report.json"),
+            Gating::NotGated
+        );
+        assert_eq!(gating("/attachments/1/report.xml"), Gating::NotGated);
+        assert_eq!(
+            gating("/attachments/1/report.xml?format=json"),
+            Gating::NotGated
+        );
+        assert_eq!(
+            gating("/projects/p/repository/r/raw/lib/a.json"),
+            Gating::NotGated
+        );
+        // Redmine before 5.1.8 reads `?format=json` on a named download.
+        assert_eq!(
+            gating("/attachments/download/1/report.pdf?format=json"),
+            Gating::Gated
+        );
+        assert_eq!(gating("/attachments/1/../../issues.json"), Gating::Gated);
+        assert_eq!(
+            gating("/attachments/1/..%2F..%2Fissues.json"),
+            Gating::Gated
+        );
+        assert_eq!(gating("/attachments/1.json"), Gating::Gated);
+    }
+
+    #[test]
     fn oauth_endpoints_are_not_gated_unless_the_path_is_tricky() {
         assert_eq!(gating("/oauth/token"), Gating::NotGated);
         assert_eq!(gating("/oauth/token/info.json"), Gating::NotGated);
         assert_eq!(gating("/oauth/../issues.json"), Gating::Gated);
         assert_eq!(gating("/oauth/%2E%2E/issues.json"), Gating::Gated);
+        assert_eq!(gating("/oauth/..%2F..%2Fissues.json"), Gating::Gated);
+        assert_eq!(gating("/oauth/..%5Cissues.json"), Gating::Gated);
         assert_eq!(gating("/oauthx/issues.json"), Gating::Gated);
     }
 

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod password;
 pub mod principal;
 pub mod request;
+pub mod routes;
 
 pub use classify::{classify, Gating};
 pub use credentials::{ApiKey, BearerToken, Credential, Login, Password};
@@ -15,3 +16,4 @@ pub use decide::{ExternalAuth, Policy, Resolved};
 pub use decision::{AuthMethod, Decision, Deny, Identity, Reason};
 pub use principal::{AccessToken, PasswordCheck, Principal, RedmineTimezone, Settings};
 pub use request::{Format, Request, RouteMode};
+pub use routes::{PathFormat, RedmineVersion};

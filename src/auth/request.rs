@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use bytestring::ByteString;
 
+use super::routes::{self, PathFormat, RedmineVersion};
+
 /// The format Redmine would answer in, which is also the format of a deny body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -270,26 +272,18 @@ impl Request {
             .or(self.source)
     }
 
-    /// Redmine's `params[:format]`: the path's extension wins over the `format` parameter.
-    /// The extension is read as Rails routes the path: percent-decoded, trailing slashes
-    /// dropped (`/issues.js%6Fn/` is the JSON API too).
+    /// Redmine's `params[:format]`: a format from the path (its extension, or the route's own)
+    /// wins over the `format` parameter.
     pub fn format(&self) -> Option<Format> {
-        // Most paths have nothing to decode; this runs more than once per Check.
-        let decoded = if self.path.contains('%') {
-            percent_encoding::percent_decode_str(&self.path).decode_utf8_lossy()
-        } else {
-            std::borrow::Cow::Borrowed(&*self.path)
-        };
-        let routed = decoded.trim_end_matches('/');
-        let from_extension = routed
-            .rsplit_once('.')
-            .filter(|(_, ext)| !ext.contains('/'))
-            .and_then(|(_, ext)| parse_format(ext));
-        from_extension.or_else(|| self.query_all("format").last().and_then(parse_format))
+        match routes::path_format(&self.path, RedmineVersion::default()) {
+            PathFormat::Api(format) => Some(format),
+            PathFormat::Html => None,
+            PathFormat::Parameters => self.query_all("format").last().and_then(parse_format),
+        }
     }
 }
 
-fn parse_format(value: &str) -> Option<Format> {
+pub(super) fn parse_format(value: &str) -> Option<Format> {
     match value {
         "json" => Some(Format::Json),
         "xml" => Some(Format::Xml),

@@ -47,6 +47,33 @@ async fn accept_and_content_type_never_make_an_api_request() {
 }
 
 #[tokio::test]
+async fn files_named_like_api_paths_are_not_gated() {
+    let app = spawn_app(&[]).await;
+    for path in [
+        "/attachments/download/7/report.json",
+        "/attachments/7/report.xml?format=json",
+        "/projects/demo/repository/main/raw/lib/a.json",
+        "/projects/demo/repository/main/revisions/v1.0/entry/a.xml",
+    ] {
+        let verdict = app.check(get(path)).await;
+        assert!(verdict.is_allowed(), "{path}: {verdict:?}");
+    }
+    for path in [
+        // Redmine 5.0 reads ?format= on a named download and on a repository diff.
+        "/attachments/download/7/report.pdf?format=json",
+        "/projects/demo/repository/main/diff/a.rb?format=xml",
+        "/attachments/7.json",
+        // A proxy that resolves dot segments would hand Redmine /issues.json.
+        "/attachments/7/../../issues.json",
+        "/attachments/7/..%2F..%2Fissues.json",
+    ] {
+        app.check(get(path))
+            .await
+            .assert_denied(401, "no_credential");
+    }
+}
+
+#[tokio::test]
 async fn oauth_endpoints_are_not_gated_but_tricky_paths_are() {
     let app = spawn_app(&[]).await;
     for path in [
