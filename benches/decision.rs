@@ -85,5 +85,24 @@ fn decision_core(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decision_core);
+/// The request's format, which every Check reads (more than once): plain API paths, a
+/// project's, and paths that take a route swallowing the extension.
+fn request_format(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_format");
+    for (name, target) in [
+        ("issues", "/issues.json?project_id=1&limit=25"),
+        ("project_issues", "/projects/demo/issues.json?limit=25"),
+        ("named_download", "/attachments/download/7/report.json"),
+        (
+            "repository_raw",
+            "/projects/demo/repository/main/raw/lib/a.json",
+        ),
+    ] {
+        let request = Request::new("GET", target);
+        group.bench_function(name, |b| b.iter(|| black_box(&request).format()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decision_core, request_format);
 criterion_main!(benches);
