@@ -31,6 +31,7 @@ AMBIGUOUS = "SPEC 4: two different values of a credential are ambiguous, 401"
 AMBIGUOUS_SPELLINGS = "SPEC 4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
 STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
 QUERY_KEY_ONLY = "SPEC 4: `key` from the query only; Redmine also reads the body"
+NOT_API = "SPEC 2: not an API request, so not gated: Redmine answers it"
 # Rails routes "/issues.json/" and "/issues.js%6Fn" to the JSON API like "/issues.json"; the
 # gate reads only a literal ".json"/".xml" at the very end of the raw path, so it does not
 # gate them: anonymous API access passes and authenticated requests get no identity headers.
@@ -223,6 +224,25 @@ REST_OFF = [
          rule=REST_OFF_DENIES_ALL),
 ]
 
+# A file named report.json, attached to the public issue (the `attachment` fixture): its file
+# name swallows the extension, so Redmine serves it as a web download, not the JSON API.
+ATTACHMENTS = [
+    Case("attachment-download-named-json-anonymous", "/attachments/download/{attachment}/report.json",
+         lambda c: [], 200),
+    Case("attachment-show-named-json-anonymous", "/attachments/{attachment}/report.json", lambda c: [], 200),
+    Case("attachment-show-named-json-format-param", "/attachments/{attachment}/report.json?format=json",
+         lambda c: [], 200),
+    Case("attachment-download-named-json-with-key", "/attachments/download/{attachment}/report.json",
+         key_header("alice"), 200),
+    Case("attachment-download-named-json-missing", "/attachments/download/999999/report.json", lambda c: [],
+         404, gate=(200, None), rule=NOT_API),
+    # Redmine 5.0.4 reads `?format=json` on a named download (5.1.8 and 6.0.5 fix it to HTML).
+    Case("attachment-download-named-format-param", "/attachments/download/{attachment}/report.json?format=json",
+         lambda c: [], 200, gate=(401, None), rule=ANONYMOUS_DENIED),
+    Case("attachment-by-id-json", "/attachments/{attachment}.json", lambda c: [], 200, gate=(401, None),
+         rule=ANONYMOUS_DENIED),
+]
+
 
 @dataclass
 class Answer:
@@ -261,9 +281,9 @@ def ask_gate(authz, path, headers) -> Answer:
     return Answer(http_status_of(response), ok_headers(response).get("x-auth-user-login"), challenge)
 
 
-def compare(case: Case, oracle, authz, creds: Creds):
+def compare(case: Case, oracle, authz, creds: Creds, attachment: int | None = None):
     path = case.path.format(
-        alice=creds.key("alice"), admin=creds.key("admin")
+        alice=creds.key("alice"), admin=creds.key("admin"), attachment=attachment
     )
     headers = case.headers(creds)
     body = case.body.decode().format(alice=creds.key("alice"), admin=creds.key("admin")).encode() if case.body else None
@@ -305,6 +325,59 @@ def test_rest_api_on(case, oracle, authz_oracle, creds):
     compare(case, oracle, authz_oracle, creds)
 
 
+REPORT_JSON = b'{"report": "not an API answer"}\n'
+
+
+@pytest.fixture(scope="module")
+def attachment(oracle, creds) -> int:
+    """The id of report.json on the oracle's public issue, uploaded through Redmine's own REST
+    API with the admin's key the first time (kept for later runs)."""
+    admin = [("X-Redmine-API-Key", creds.key("admin"))]
+    issues = http_request(oracle.port, "GET", f"/projects/{creds.env['PUBLIC_PROJECT']}/issues.json", admin)
+    issue = issues.json()["issues"][0]["id"]
+
+    def find() -> int | None:
+        found = http_request(oracle.port, "GET", f"/issues/{issue}.json?include=attachments", admin).json()
+        ids = [a["id"] for a in found["issue"]["attachments"] if a["filename"] == "report.json"]
+        return ids[0] if ids else None
+
+    if find() is None:
+        upload = http_request(oracle.port, "POST", "/uploads.json?filename=report.json",
+                              admin + [("Content-Type", "application/octet-stream")], body=REPORT_JSON)
+        assert upload.status == 201, upload.body[:300]
+        token = upload.json()["upload"]["token"]
+        body = {"issue": {"uploads": [{"token": token, "filename": "report.json",
+                                       "content_type": "application/json"}]}}
+        attached = http_request(oracle.port, "PUT", f"/issues/{issue}.json",
+                                admin + [("Content-Type", "application/json")], body=json.dumps(body).encode())
+        assert attached.status in (200, 204), attached.body[:300]
+    found = find()
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("case", [c.params() for c in ATTACHMENTS])
+def test_files_named_like_api_paths(case, oracle, authz_oracle, creds, attachment):
+    compare(case, oracle, authz_oracle, creds, attachment)
+
+
+@pytest.fixture(scope="module")
+def envoy_redmine(envoy_pool, authz_oracle, oracle):
+    """The example Envoy, gated by the service on Redmine's own database, in front of Redmine."""
+    return envoy_pool.get(authz_oracle.port, False, oracle.port)
+
+
+def test_a_file_named_report_json_downloads_through_envoy(envoy_redmine, attachment):
+    """A web user (no credential) downloads report.json through the gate; the JSON API for the
+    same attachment still needs a credential."""
+    download = http_request(envoy_redmine.port, "GET", f"/attachments/download/{attachment}/report.json")
+    assert (download.status, download.body) == (200, REPORT_JSON), download.body[:300]
+    page = http_request(envoy_redmine.port, "GET", f"/attachments/{attachment}/report.json")
+    assert page.status == 200 and b"<html" in page.body, page.body[:300]
+    api = http_request(envoy_redmine.port, "GET", f"/attachments/{attachment}.json")
+    assert api.status == 401 and api.header("www-authenticate") == 'Basic realm="Redmine API"', api.body[:300]
+
+
 @pytest.fixture(scope="module")
 def rest_api_off(oracle, authz_oracle, creds):
     """Switches Redmine's REST API off with Redmine's own code (Setting.rest_api_enabled=),
@@ -327,6 +400,6 @@ def test_rest_api_off(case, oracle, authz_oracle, creds, rest_api_off):
 
 
 def test_matrix_is_large_enough():
-    assert len(REST_ON) + len(REST_OFF) >= 40
-    ids = [c.id for c in REST_ON + REST_OFF]
+    assert len(REST_ON) + len(REST_OFF) + len(ATTACHMENTS) >= 40
+    ids = [c.id for c in REST_ON + REST_OFF + ATTACHMENTS]
     assert len(ids) == len(set(ids))
