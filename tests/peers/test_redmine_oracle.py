@@ -32,10 +32,6 @@ AMBIGUOUS_SPELLINGS = "SPEC 4: a header in two spellings Rack folds together is 
 STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
 QUERY_KEY_ONLY = "SPEC 4: `key` from the query only; Redmine also reads the body"
 NOT_API = "SPEC 2: not an API request, so not gated: Redmine answers it"
-# Rails routes "/issues.json/" and "/issues.js%6Fn" to the JSON API like "/issues.json"; the
-# gate reads only a literal ".json"/".xml" at the very end of the raw path, so it does not
-# gate them: anonymous API access passes and authenticated requests get no identity headers.
-
 
 
 class Creds:
