@@ -142,7 +142,20 @@ impl Swallowing {
 /// so a path a proxy could turn into another path on its way to Redmine never takes one:
 /// behind a proxy that resolves dot segments, `/attachments/1/../../issues.json` is the API.
 fn swallowing_route(path: &str) -> Option<Swallowing> {
-    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    // The quick way out, for the paths most Checks carry.
+    let trimmed = path.trim_start_matches('/');
+    let candidate = match trimmed.as_bytes().first() {
+        Some(b'a') => trimmed.starts_with("attachments/"),
+        Some(b'p') => trimmed
+            .strip_prefix("projects/")
+            .and_then(|rest| rest.trim_start_matches('/').split_once('/'))
+            .is_some_and(|(_, rest)| rest.trim_start_matches('/').starts_with("repository/")),
+        _ => false,
+    };
+    if !candidate {
+        return None;
+    }
+    let mut segments = trimmed.split('/').filter(|segment| !segment.is_empty());
     let route = match segments.next()? {
         "attachments" => match segments.next()? {
             id if is_id(id) => segments.next().map(|_| Swallowing::Attachment),
@@ -188,17 +201,34 @@ fn repository_route<'a>(mut segments: impl Iterator<Item = &'a str>) -> Option<S
 /// one: a dot segment, a backslash, or an encoded dot, slash or backslash
 /// (`/oauth/..%2F..%2Fissues.json`). Such a path is never exempt from the gate.
 pub fn may_be_rewritten(path: &str) -> bool {
-    path.contains('\\')
-        || path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-        || path.as_bytes().windows(3).any(|window| {
-            window[0] == b'%'
-                && matches!(
-                    (window[1], window[2].to_ascii_lowercase()),
-                    (b'2', b'e' | b'f') | (b'5', b'c')
-                )
-        })
+    let bytes = path.as_bytes();
+    let is_dot_segment = |segment: &[u8]| segment == b"." || segment == b"..";
+    let mut segment_start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'\\' => return true,
+            b'%' => {
+                let encoded = (
+                    bytes.get(i + 1),
+                    bytes.get(i + 2).map(u8::to_ascii_lowercase),
+                );
+                if matches!(
+                    encoded,
+                    (Some(b'2'), Some(b'e' | b'f')) | (Some(b'5'), Some(b'c'))
+                ) {
+                    return true;
+                }
+            }
+            b'/' => {
+                if is_dot_segment(&bytes[segment_start..i]) {
+                    return true;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    is_dot_segment(&bytes[segment_start..])
 }
 
 /// `:id` with `id: /\d+/`, as sent.
@@ -364,6 +394,9 @@ mod tests {
         }
         assert!(may_be_rewritten("/oauth/%2e%2e/issues.json"));
         assert!(may_be_rewritten("/oauth/x%2Fy"));
+        assert!(may_be_rewritten("/oauth/x/.."));
+        assert!(may_be_rewritten("/oauth/.//token"));
+        assert!(!may_be_rewritten("/oauth/.well-known/..x"));
         assert!(!may_be_rewritten("/attachments/1/r%C3%A9sum%C3%A9..json"));
         assert!(!may_be_rewritten("/oauth/token"));
     }
