@@ -111,7 +111,9 @@ def closed(props, required=()):
 EXT_AUTHZ_GRPC = closed({
     "service": STR, "port": PORT, "timeout": DURATION, "failOpen": {"type": "boolean"},
     "clearRouteCache": {"type": "boolean"}, "statusOnError": {"type": "string", "pattern": "^[1-5][0-9][0-9]$"},
-    "includeRequestBodyInCheck": {"type": "object"},
+    "includeRequestBodyInCheck": closed({
+        "maxRequestBytes": {"type": "integer", "minimum": 1}, "allowPartialMessage": {"type": "boolean"},
+        "packAsBytes": {"type": "boolean"}}),
 }, required=["service", "port"])
 EXTENSION_PROVIDER = {
     "type": "object", "required": ["name"],
@@ -308,6 +310,10 @@ def check_provider(where, provider):
           "timeout" in grpc and 0 < seconds(grpc["timeout"]) < 600, f"timeout={grpc.get('timeout')!r}")
     check(f"{where}: provider {provider.get('name')} is fail-closed (failOpen: false)",
           grpc.get("failOpen") is False, f"failOpen={grpc.get('failOpen')!r}")
+    body = grpc.get("includeRequestBodyInCheck", {})
+    check(f"{where}: provider {provider.get('name')} sends request bodies whole or marked partial, as raw bytes",
+          body.get("maxRequestBytes", 0) >= 65536 and body.get("allowPartialMessage") is True
+          and body.get("packAsBytes") is True, f"includeRequestBodyInCheck={body!r}")
     check(f"{where}: provider service is a cluster FQDN on the chart's gRPC port 9191",
           grpc.get("service", "").endswith(".svc.cluster.local") and grpc.get("port") == 9191,
           f"{grpc.get('service')}:{grpc.get('port')}")
