@@ -64,7 +64,7 @@ async fn serve(args: &ServeArgs, telemetry: &TelemetryConfig) -> Result<(), Comm
     let app = Application::build(config)
         .await
         .map_err(|e| CommandError::Failed(e.to_string()))?;
-    app.run_until_stopped(crate::telemetry::shutdown_signal())
+    app.run_until_stopped(crate::shutdown::signal())
         .await
         .map_err(|e| CommandError::Failed(e.to_string()))
 }

@@ -28,6 +28,7 @@ pub mod gate;
 pub mod metrics;
 pub mod observe;
 pub mod runtime;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
