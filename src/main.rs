@@ -44,17 +44,7 @@ async fn run() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    // Logs go to stderr; audit lines (JSON) to stdout from a writer thread, so a Check never
-    // waits on the pipe. Lossless: under back-pressure checks wait rather than drop lines.
-    // Buffered: the thread flushes after each batch it drains, so a busy gate makes one write
-    // per batch instead of one per line, and an idle one still writes each line at once.
-    let (audit, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
-    let telemetry = match telemetry::init(&telemetry_config, std::io::stderr, audit) {
+    let telemetry = match telemetry::init_stdio(&telemetry_config) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{error}");

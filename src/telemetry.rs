@@ -15,6 +15,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt as _, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -278,6 +279,8 @@ pub struct TelemetryError(String);
 /// Keeps the tracer provider alive; `shutdown` flushes what is buffered.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// The audit writer thread of [`init_stdio`]: dropping it writes out what is queued.
+    audit_flush: Option<WorkerGuard>,
 }
 
 impl Telemetry {
@@ -288,11 +291,31 @@ impl Telemetry {
         }
     }
 
+    /// Exports buffered spans, then writes out queued audit lines.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             let _ = provider.shutdown();
         }
+        drop(self.audit_flush);
     }
+}
+
+/// [`init`] for the process: logs to standard error, audit lines to standard output.
+///
+/// Audit lines (JSON) go through a writer thread, so a Check never waits on the pipe.
+/// Lossless: under back-pressure checks wait rather than drop lines. Buffered: the thread
+/// flushes after each batch it drains, so a busy gate makes one write per batch instead of
+/// one per line, and an idle one still writes each line at once.
+pub fn init_stdio(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let (audit, audit_flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let mut telemetry = init(config, std::io::stderr, audit)?;
+    telemetry.audit_flush = Some(audit_flush);
+    Ok(telemetry)
 }
 
 /// Installs the global subscriber: logs to `log_writer` (text), audit lines to
@@ -338,7 +361,10 @@ where
     let _ = AUDIT.set(Box::new(move |line| {
         let _ = std::io::Write::write_all(&mut audit_writer.make_writer(), line);
     }));
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        audit_flush: None,
+    })
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
