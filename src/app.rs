@@ -1,5 +1,6 @@
-//! Wiring: the store, the gate, the gRPC server (Check, health, reflection) and the admin
-//! HTTP port. `Application::build` binds its listeners, so tests can use port 0.
+//! Wiring: the store, the cache tiers, the throttle, the gate, the gRPC server (Check,
+//! health, reflection) and the admin HTTP port. `Application::build` binds the listeners
+//! (port 0 in tests) and builds everything; `run_until_stopped` serves, then drains.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,18 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
+use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
+use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::admin;
 use crate::cache::{CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
-use crate::connections::{grpc_incoming, Admission, ConnectionStats};
+use crate::connections::{grpc_incoming, Admission, ConnectionOptions, ConnectionStats};
 use crate::envoy::{proto, AuthorizationService, CheckServer};
-use crate::gate::{watch_settings, Gate};
-use crate::metrics::Metrics;
+use crate::gate::{watch_settings, Gate, SettingsWatch};
+use crate::metrics::{Metrics, PoolProbe};
 use crate::observe::Observer;
 use crate::store::{Invalidation, Store};
 use crate::throttle::Throttle;
@@ -39,12 +43,17 @@ pub enum AppError {
     Redis(#[from] crate::cache::RedisConfigError),
 }
 
+/// A gate built and bound, not yet serving.
 pub struct Application {
-    grpc: TcpListener,
-    admin: Option<TcpListener>,
-    config: ServeConfig,
+    grpc: GrpcServer,
+    admin: Option<admin::Server>,
+    health: Health,
+    /// What readiness waits for: the database and the first settings.
     store: Store,
-    clock: Arc<dyn Clock>,
+    settings: SettingsWatch,
+    /// `None` with `--listen-invalidations false`.
+    invalidations: Option<Invalidations>,
+    shutdown_grace: Duration,
     cache_stats: Arc<CacheStats>,
 }
 
@@ -57,61 +66,17 @@ impl Application {
         config: ServeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
-        let grpc = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| AppError::Bind(config.listen, e))?;
-        let admin = match config.admin_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| AppError::Bind(addr, e))?,
-            ),
+        let grpc_listener = bind(config.listen).await?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         let store = Store::connect_lazy(
             config.decision.database.options.clone(),
             &config.decision.store,
         );
-        Ok(Self {
-            grpc,
-            admin,
-            config,
-            store,
-            clock,
-            cache_stats: Arc::default(),
-        })
-    }
 
-    /// Cache counters (hits per tier, directory lookups, Redis errors).
-    pub fn cache_stats(&self) -> Arc<CacheStats> {
-        self.cache_stats.clone()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.grpc.local_addr().map(|a| a.port()).unwrap_or_default()
-    }
-
-    pub fn admin_port(&self) -> Option<u16> {
-        self.admin
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.port())
-    }
-
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains in-flight checks
-    /// for at most the configured grace period.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), AppError> {
-        let Self {
-            grpc,
-            admin,
-            config,
-            store,
-            clock,
-            cache_stats,
-        } = self;
+        let cache_stats = Arc::<CacheStats>::default();
         let (hasher, redis) = shared_backends(&config, &cache_stats)?;
         let directory = Arc::new(CachedDirectory::new(
             Arc::new(store.clone()),
@@ -133,14 +98,12 @@ impl Application {
             config.settings_refresh,
             settings_wake.clone(),
         );
-        if config.listen_invalidations {
-            tokio::spawn(apply_invalidations(
-                crate::store::listen(config.decision.database.options.clone()),
-                directory.clone(),
-                store.clone(),
-                settings_wake,
-            ));
-        }
+        let invalidations = config.listen_invalidations.then(|| Invalidations {
+            connect: config.decision.database.options.clone(),
+            directory: directory.clone(),
+            store: store.clone(),
+            settings_wake,
+        });
         let gate = Arc::new(
             Gate::new(
                 directory,
@@ -150,18 +113,14 @@ impl Application {
             )
             .with_throttle(throttle.clone()),
         );
-        let pool = store.pool().clone();
-        let pool_probe: crate::metrics::PoolProbe = Box::new(move || {
-            let idle = pool.num_idle() as u32;
-            (pool.size().saturating_sub(idle), idle)
-        });
+
         let limits = &config.connections;
         let connection_stats = ConnectionStats::default();
         let metrics = Arc::new(Metrics::new(
             &cache_stats,
             &throttle,
             &connection_stats,
-            Some(pool_probe),
+            Some(pool_probe(&store)),
         ));
         let observer = Arc::new(Observer::new(metrics.clone(), config.audit));
         let authorization = AuthorizationService::new(
@@ -171,78 +130,165 @@ impl Application {
             config.decision_timeout,
         );
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, ServingStatus::NotServing).await;
-        let ready = Arc::new(AtomicBool::new(false));
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health {
+            reporter,
+            ready: Arc::default(),
+        };
+        health.not_serving().await;
+        let grpc = GrpcServer {
+            router: grpc_router(limits)?
+                .add_service(health_service)
+                .add_service(CheckServer::new(authorization)),
+            listener: grpc_listener,
+            admission: Admission::new("grpc", limits.max_connections, &connection_stats),
+            preface_timeout: limits.header_read_timeout,
+        };
+        let admin = admin_listener.map(|listener| {
+            admin::Server::new(
+                listener,
+                Admission::new("admin", limits.admin_max_connections, &connection_stats),
+                limits.header_read_timeout,
+                health.ready.clone(),
+                metrics,
+            )
+        });
+        Ok(Self {
+            grpc,
+            admin,
+            health,
+            store,
+            settings,
+            invalidations,
+            shutdown_grace: config.shutdown_grace,
+            cache_stats,
+        })
+    }
+
+    /// Cache counters (hits per tier, directory lookups, Redis errors).
+    pub fn cache_stats(&self) -> Arc<CacheStats> {
+        self.cache_stats.clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.grpc
+            .listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().and_then(admin::Server::port)
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains in-flight checks
+    /// for at most the configured grace period. The admin port answers (`/readyz` 503) until
+    /// the drain is over, then closes too.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Self {
+            grpc,
+            admin,
+            health,
+            store,
+            settings,
+            invalidations,
+            shutdown_grace,
+            cache_stats: _,
+        } = self;
+        if let Some(invalidations) = invalidations {
+            tokio::spawn(invalidations.apply());
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(become_ready(
             store,
             settings,
             health.clone(),
-            ready.clone(),
             stop_rx.clone(),
         ));
-
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| AppError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| AppError::Reflection(e.to_string()))?;
-
-        if let Some(listener) = admin {
-            let admission =
-                Admission::new("admin", limits.admin_max_connections, &connection_stats);
-            tokio::spawn(crate::admin::serve(
-                listener,
-                admission,
-                limits.header_read_timeout,
-                ready.clone(),
-                metrics,
-            ));
-        }
-
-        tokio::spawn({
-            let health = health.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: health NOT_SERVING, draining in-flight checks");
-                // Health first, so watchers (Envoy, kubelet) hear it before the listener closes.
-                ready.store(false, Ordering::SeqCst);
-                set_health(&health, ServingStatus::NotServing).await;
-                let _ = stop_tx.send(true);
-            }
+        // Dropped when the drain is over (or the server failed): the admin port then closes.
+        let (drained, admin_stop) = oneshot::channel::<()>();
+        let admin = admin.map(|admin| {
+            tokio::spawn(admin.serve(async {
+                let _ = admin_stop.await;
+            }))
         });
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, draining in-flight checks");
+            // Health first, so watchers (Envoy, kubelet) hear it before the listener closes.
+            health.not_serving().await;
+            let _ = stop_tx.send(true);
+        });
+        let served = grpc.serve_and_drain(stop_rx, shutdown_grace).await;
+        drop(drained);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        served
+    }
+}
 
-        let admission = Admission::new("grpc", limits.max_connections, &connection_stats);
-        // A peer that stops answering (gone without a FIN, or a client holding a stalled
-        // stream) misses a PING and is closed within interval + timeout.
-        let server = tonic::transport::Server::builder()
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(CheckServer::new(authorization))
-            .serve_with_incoming_shutdown(
-                grpc_incoming(grpc, admission, limits.header_read_timeout),
-                stopped(stop_rx.clone()),
-            );
-        let grace = config.shutdown_grace;
-        // The server drains by itself once stopped; the grace period bounds the drain.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Bind(addr, e))
+}
+
+/// The gRPC server with its listener: Check, health and reflection.
+struct GrpcServer {
+    router: Router,
+    listener: TcpListener,
+    admission: Admission,
+    preface_timeout: Duration,
+}
+
+impl GrpcServer {
+    /// Serves until `stop` turns true; the server then drains by itself, and `grace` bounds
+    /// the drain.
+    async fn serve_and_drain(
+        self,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Result<(), AppError> {
+        let server = self.router.serve_with_incoming_shutdown(
+            grpc_incoming(self.listener, self.admission, self.preface_timeout),
+            stopped(stop.clone()),
+        );
         tokio::select! {
             result = server => result?,
-            _ = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+            _ = async { stopped(stop).await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "grace period over; exiting with checks in flight");
             }
         }
         Ok(())
     }
+}
+
+/// The gRPC server with its HTTP/2 limits and reflection, ready for the services.
+fn grpc_router(limits: &ConnectionOptions) -> Result<Router, AppError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| AppError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| AppError::Reflection(e.to_string()))?;
+    // A peer that stops answering (gone without a FIN, or a client holding a stalled
+    // stream) misses a PING and is closed within interval + timeout.
+    Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
 }
 
 /// The key hasher and the Redis tier, shared by the cache and the throttle.
@@ -273,31 +319,46 @@ fn shared_backends(
     Ok((Arc::new(hasher), redis))
 }
 
-/// Evicts what notifications name, all that have arrived at once together; a settings
-/// change re-reads settings at once. Keeps the API key filter in step with the listener:
-/// loaded once it listens, off while it cannot, and given the named users' keys (after the
-/// listener's events: adding keys is always safe, and a load would include them anyway).
-/// Notifications that arrive during a load wait in the channel and are applied after it.
-async fn apply_invalidations(
-    mut events: tokio::sync::mpsc::Receiver<Invalidation>,
-    cache: Arc<CachedDirectory<Store>>,
+/// The database pool's connections at scrape time: (in use, idle).
+fn pool_probe(store: &Store) -> PoolProbe {
+    let pool = store.pool().clone();
+    Box::new(move || {
+        let idle = pool.num_idle() as u32;
+        (pool.size().saturating_sub(idle), idle)
+    })
+}
+
+/// What Redmine's notifications reach: the cache tiers, the API key filter, the settings.
+struct Invalidations {
+    connect: PgConnectOptions,
+    directory: Arc<CachedDirectory<Store>>,
     store: Store,
     settings_wake: Arc<Notify>,
-) {
-    let mut arrived = Vec::new();
-    while events.recv_many(&mut arrived, 256).await > 0 {
-        tracing::debug!(events = arrived.len(), "invalidations");
-        cache.invalidate(&arrived).await;
-        let mut users = Vec::new();
-        for event in arrived.drain(..) {
-            match event {
-                Invalidation::Listening => store.load_key_filter().await,
-                Invalidation::NotListening => store.lose_key_filter(),
-                Invalidation::User(user_id) => users.push(user_id),
-                Invalidation::Settings | Invalidation::All => settings_wake.notify_one(),
+}
+
+impl Invalidations {
+    /// Evicts what notifications name, all that have arrived at once together; a settings
+    /// change re-reads settings at once. Keeps the API key filter in step with the listener:
+    /// loaded once it listens, off while it cannot, and given the named users' keys (after the
+    /// listener's events: adding keys is always safe, and a load would include them anyway).
+    /// Notifications that arrive during a load wait in the channel and are applied after it.
+    async fn apply(self) {
+        let mut events = crate::store::listen(self.connect);
+        let mut arrived = Vec::new();
+        while events.recv_many(&mut arrived, 256).await > 0 {
+            tracing::debug!(events = arrived.len(), "invalidations");
+            self.directory.invalidate(&arrived).await;
+            let mut users = Vec::new();
+            for event in arrived.drain(..) {
+                match event {
+                    Invalidation::Listening => self.store.load_key_filter().await,
+                    Invalidation::NotListening => self.store.lose_key_filter(),
+                    Invalidation::User(user_id) => users.push(user_id),
+                    Invalidation::Settings | Invalidation::All => self.settings_wake.notify_one(),
+                }
             }
+            self.store.note_key_changes(&users).await;
         }
-        store.note_key_changes(&users).await;
     }
 }
 
@@ -306,19 +367,37 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(AUTHORIZATION_SERVICE, status)
-        .await;
+/// What probes see: gRPC health (the whole server and the Check service) and `/readyz`.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    async fn serving(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.set(ServingStatus::Serving).await;
+    }
+
+    async fn not_serving(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(AUTHORIZATION_SERVICE, status)
+            .await;
+    }
 }
 
 /// SERVING once the database has answered and settings are loaded.
 async fn become_ready(
     store: Store,
-    mut settings: crate::gate::SettingsWatch,
-    health: HealthReporter,
-    ready: Arc<AtomicBool>,
+    mut settings: SettingsWatch,
+    health: Health,
     stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -333,7 +412,6 @@ async fn become_ready(
     if *stop.borrow() {
         return; // Shutting down: stay NOT_SERVING.
     }
-    ready.store(true, Ordering::SeqCst);
-    set_health(&health, ServingStatus::Serving).await;
+    health.serving().await;
     tracing::info!("database answered; serving");
 }

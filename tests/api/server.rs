@@ -39,12 +39,17 @@ async fn serving_once_the_database_answers_and_not_serving_on_shutdown() {
         http_status(app.admin_port.unwrap(), "/healthz").await,
         Some(200)
     );
-    let port = app.port;
+    let (port, admin_port) = (app.port, app.admin_port.unwrap());
     app.stop().await;
     assert_eq!(
         health(port, "").await,
         None,
         "server is gone after shutdown"
+    );
+    assert_eq!(
+        http_status(admin_port, "/healthz").await,
+        None,
+        "the admin port closes once the drain is over"
     );
 }
 
