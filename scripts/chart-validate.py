@@ -4,14 +4,14 @@
 Prints one line per check, "PASS: ..." or "FAIL: ...", and exits 1 if any failed.
 
   chart-validate.py manifests FILE --kube-version V [--kube-version V]... --label NAME
-                    [--cli src/cli.rs [--telemetry src/telemetry.rs] [--chart-defaults]]
+                    [--cli src/cli.rs [--telemetry src/telemetry/config.rs] [--chart-defaults]]
       every rendered object validates (strict) against the Kubernetes schemas of each
       version; CRD objects whose schemas kubernetes-validate does not ship (ServiceMonitor)
       get a structural check instead; then the chart's production rules are asserted. With
       --cli: every variable the chart sets is one `serve` reads, every one `serve` reads is
       set, ConfigMap values parse as their types, and (--chart-defaults, for a render with the
       default values) the chart's defaults equal src/cli.rs's. OTEL_* variables are not clap
-      flags: src/telemetry.rs reads them from the environment, so they are checked against
+      flags: src/telemetry/config.rs reads them from the environment, so they are checked against
       the names it reads (--telemetry) instead.
   chart-validate.py helm4 CHART_DIR OUT_DIR
       Helm 4 (PyPI helm-python-sdk): lint default and ci/full-values.yaml for the chart's
@@ -503,7 +503,7 @@ TYPE_PATTERNS = {"u16": r"[0-9]+", "u32": r"[0-9]+", "u64": r"[0-9]+", "bool": r
 def cli_rules(label, objs, cli_source, chart_defaults=False, telemetry_source=""):
     """The names the chart hands the binary exist in its command line (src/cli.rs), every
     setting `serve` reads is wired, values parse, and the chart's defaults are the binary's.
-    The OTEL_* family is read by src/telemetry.rs, not by clap: those names must be ones it
+    The OTEL_* family is read by src/telemetry/config.rs, not by clap: those names must be ones it
     reads (`get("OTEL_...")`)."""
     serve = {**cli_args(cli_source, "ServeArgs"), **cli_args(cli_source, "DecisionArgs")}
     known = set(re.findall(r'env = "([A-Z0-9_]+)"', cli_source)) | {"RUST_LOG"}
@@ -519,10 +519,10 @@ def cli_rules(label, objs, cli_source, chart_defaults=False, telemetry_source=""
           not unknown, f"unknown to src/cli.rs: {unknown}")
     unread = sorted(otel - otel_read)
     if otel or telemetry_source:
-        check(f"{label}: every OTEL_* variable the chart sets is one src/telemetry.rs reads ({len(otel)} set)",
+        check(f"{label}: every OTEL_* variable the chart sets is one src/telemetry/config.rs reads ({len(otel)} set)",
               bool(otel_read) and not unread,
-              f"not read by src/telemetry.rs: {unread}" if otel_read
-              else "no get(\"OTEL_...\") found: pass --telemetry src/telemetry.rs")
+              f"not read by src/telemetry/config.rs: {unread}" if otel_read
+              else "no get(\"OTEL_...\") found: pass --telemetry src/telemetry/config.rs")
     secrets_in_otel_config = sorted(k for k in config if k.startswith("OTEL_EXPORTER_OTLP") and k.endswith("HEADERS"))
     check(f"{label}: OTLP headers (may carry a token) never come from the ConfigMap",
           not secrets_in_otel_config, f"in the ConfigMap: {secrets_in_otel_config}")
@@ -776,7 +776,7 @@ def main():
     m.add_argument("--kube-version", action="append", required=True)
     m.add_argument("--label", required=True)
     m.add_argument("--cli", help="src/cli.rs, to check the environment names and flags the chart uses")
-    m.add_argument("--telemetry", help="src/telemetry.rs, to check the OTEL_* names the chart sets")
+    m.add_argument("--telemetry", help="src/telemetry/config.rs, to check the OTEL_* names the chart sets")
     m.add_argument("--chart-defaults", action="store_true",
                    help="FILE was rendered with the chart's default values: compare them with src/cli.rs's")
     h = sub.add_parser("helm4")

@@ -158,7 +158,7 @@ for label in default full; do
   if [ -s "$out/helm3-$label.yaml" ]; then
     defaults=()
     [ "$label" = default ] && defaults=(--chart-defaults)
-    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs --telemetry src/telemetry.rs "${defaults[@]}"
+    validate manifests "$out/helm3-$label.yaml" --kube-version "$KUBE_MIN" --kube-version "$KUBE_NEW" --label "helm3 $label" --cli src/cli.rs --telemetry src/telemetry/config.rs "${defaults[@]}"
   fi
 done
 
