@@ -6,24 +6,21 @@
 //! their own expiry, read from the [`Clock`], so a test can move time past a TTL. What Redis
 //! holds is sealed (`seal.rs`): a value nobody but this deployment wrote is a miss.
 
+mod entry;
 mod key;
 mod redis;
 mod seal;
+mod stats;
+mod tier;
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use quick_cache::sync::Cache;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::{
     AccessToken, ApiKey, BearerToken, Login, Password, PasswordCheck, Principal, Settings,
@@ -35,8 +32,12 @@ use crate::store::Invalidation;
 pub use key::{CacheKey, KeyHasher, KeyKind};
 pub use redis::{RedisConfigError, RedisTier, SharedCounter};
 pub use seal::Rejection;
+pub use stats::{CacheStats, RejectionLabels, TierLabels};
+pub use tier::{dearest_tier, track_tier, Tier, TierTracked};
 
+use entry::{Answer, Entry};
 use seal::Seal;
+use tier::reached;
 
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -55,183 +56,6 @@ impl Default for CacheOptions {
             negative_ttl: Duration::from_secs(10),
             l1_capacity: 100_000,
         }
-    }
-}
-
-/// The tier that answered a lookup, from cheapest to dearest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Tier {
-    #[default]
-    None,
-    /// Refused by the API key filter (`store::KnownKeys`) without a lookup.
-    Filter,
-    L1,
-    Redis,
-    Db,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Filter => "filter",
-            Self::L1 => "l1",
-            Self::Redis => "redis",
-            Self::Db => "db",
-        }
-    }
-}
-
-tokio::task_local! {
-    static DEAREST_TIER: Cell<Tier>;
-}
-
-/// `work` with a slot for the dearest tier its lookups reach (for the span and audit line).
-pub type TierTracked<F> = tokio::task::futures::TaskLocalFuture<Cell<Tier>, F>;
-
-pub fn track_tier<F: Future>(work: F) -> TierTracked<F> {
-    DEAREST_TIER.scope(Cell::new(Tier::None), work)
-}
-
-/// The dearest tier reached, read once `tracked` has finished (or panicked). A plain
-/// function rather than an async wrapper, which would hold `work` twice over.
-pub fn dearest_tier<F: Future>(tracked: Pin<&mut TierTracked<F>>) -> Tier {
-    tracked.take_value().map_or(Tier::None, Cell::into_inner)
-}
-
-fn reached(tier: Tier) {
-    let _ = DEAREST_TIER.try_with(|dearest| dearest.set(dearest.get().max(tier)));
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TierLabels {
-    tier: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectionLabels {
-    reason: &'static str,
-}
-
-/// Counters for tests and metrics (Prometheus counters, shared with the registry).
-#[derive(Debug)]
-pub struct CacheStats {
-    /// Lookups by the tier that answered; the three counters below are its members.
-    pub lookups: Family<TierLabels, Counter>,
-    pub filter_refusals: Counter,
-    pub l1_hits: Counter,
-    pub redis_hits: Counter,
-    /// Lookups that went to the directory (PostgreSQL).
-    pub directory_lookups: Counter,
-    pub directory_errors: Counter,
-    pub redis_errors: Counter,
-    /// Values read from Redis and refused, by `Rejection`; each was a miss.
-    pub redis_rejected: Family<RejectionLabels, Counter>,
-    /// Its members, in `Rejection::ALL`'s order.
-    rejected: [Counter; Rejection::ALL.len()],
-    pub evictions: Counter,
-}
-
-impl Default for CacheStats {
-    fn default() -> Self {
-        let lookups = Family::<TierLabels, Counter>::default();
-        let member = |tier: Tier| {
-            lookups
-                .get_or_create(&TierLabels {
-                    tier: tier.as_str(),
-                })
-                .clone()
-        };
-        let redis_rejected = Family::<RejectionLabels, Counter>::default();
-        let rejected = Rejection::ALL.map(|reason| {
-            redis_rejected
-                .get_or_create(&RejectionLabels {
-                    reason: reason.as_str(),
-                })
-                .clone()
-        });
-        Self {
-            filter_refusals: member(Tier::Filter),
-            l1_hits: member(Tier::L1),
-            redis_hits: member(Tier::Redis),
-            directory_lookups: member(Tier::Db),
-            lookups,
-            directory_errors: Counter::default(),
-            redis_errors: Counter::default(),
-            redis_rejected,
-            rejected,
-            evictions: Counter::default(),
-        }
-    }
-}
-
-impl CacheStats {
-    pub fn get(counter: &Counter) -> u64 {
-        counter.get()
-    }
-
-    /// Values refused for `reason`.
-    pub fn rejected(&self, reason: Rejection) -> &Counter {
-        &self.rejected[reason as usize]
-    }
-}
-
-/// What a cached lookup answered. The token is boxed: it is twice the size of the other
-/// answers, and every entry would pay for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Answer {
-    User(Option<Principal>),
-    Password(PasswordCheck),
-    Token(Option<Box<AccessToken>>),
-}
-
-impl Answer {
-    /// The user this answer is about, for eviction; `None` for a negative answer.
-    fn user_id(&self) -> Option<i64> {
-        match self {
-            Self::User(Some(p))
-            | Self::Password(PasswordCheck::Valid(p) | PasswordCheck::External(p)) => Some(p.id),
-            Self::Token(Some(token)) => token.owner.as_ref().map(|p| p.id),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    answer: Answer,
-    /// Microseconds, not chrono's default RFC 3339 text: parsing that text was a fifth of
-    /// reading an entry back.
-    #[serde(with = "chrono::serde::ts_microseconds")]
-    expires_at: DateTime<Utc>,
-}
-
-impl Entry {
-    /// The Redis value for `key`: postcard, sealed. postcard rather than JSON: decoding a
-    /// principal from JSON was 6.8k instructions, a fifth of a Redis hit's own work
-    /// (callgrind).
-    fn encode(&self, seal: &Seal, key: CacheKey) -> Option<Vec<u8>> {
-        let mut value = postcard::to_extend(self, vec![0; seal::HEADER_LEN]).ok()?;
-        seal.seal(key, &mut value);
-        Some(value)
-    }
-
-    /// The entry `value` holds, if this deployment sealed it for `key` and it has not
-    /// expired by the time it carries (Redis's own TTL is not trusted).
-    fn decode(
-        value: &[u8],
-        seal: &Seal,
-        key: CacheKey,
-        now: DateTime<Utc>,
-    ) -> Result<Self, Rejection> {
-        let body = seal.open(key, value)?;
-        // Authentic but unreadable: written by a release with the same format byte and
-        // another layout, which the format byte exists to prevent.
-        let entry: Self = postcard::from_bytes(body).map_err(|_| Rejection::Format)?;
-        if entry.expires_at <= now {
-            return Err(Rejection::Expired);
-        }
-        Ok(entry)
     }
 }
 
@@ -533,122 +357,5 @@ impl<D: Directory> Directory for CachedDirectory<D> {
 
     async fn settings(&self) -> Result<Settings, DirectoryError> {
         self.inner.settings().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::NaiveDate;
-
-    fn principal() -> Principal {
-        Principal {
-            id: 7,
-            login: "zoë".into(),
-            admin: false,
-            status: 1,
-            twofa: true,
-            must_change_passwd: false,
-            passwd_changed_on: NaiveDate::from_ymd_opt(2024, 2, 29)
-                .and_then(|d| d.and_hms_micro_opt(23, 59, 58, 123_456)),
-            external_auth: false,
-        }
-    }
-
-    fn seal() -> (Seal, CacheKey) {
-        let hasher = KeyHasher::new(b"test-secret-0123456789".to_vec().into());
-        let key = hasher.key(KeyKind::ApiKey, &["a key"]);
-        (Seal::new(&hasher, "authz:"), key)
-    }
-
-    fn written_at() -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(1_764_979_200_123_456).unwrap()
-    }
-
-    fn round_trip(answer: Answer) -> Answer {
-        let (seal, key) = seal();
-        let expires_at = written_at() + Duration::from_secs(60);
-        let bytes = Entry { answer, expires_at }.encode(&seal, key).unwrap();
-        let entry = Entry::decode(&bytes, &seal, key, written_at()).unwrap();
-        assert_eq!(entry.expires_at, expires_at);
-        entry.answer
-    }
-
-    #[test]
-    fn redis_values_read_back_as_written() {
-        let Answer::User(Some(user)) = round_trip(Answer::User(Some(principal()))) else {
-            panic!("not a user");
-        };
-        assert_eq!(user, principal());
-        assert!(matches!(round_trip(Answer::User(None)), Answer::User(None)));
-        let Answer::Password(check) =
-            round_trip(Answer::Password(PasswordCheck::External(principal())))
-        else {
-            panic!("not a password check");
-        };
-        assert_eq!(check, PasswordCheck::External(principal()));
-        let token = AccessToken {
-            application_id: Some(3),
-            owner: Some(principal()),
-            scopes: vec!["view_issues".into(), "add_issues".into()],
-            created_at: principal().passwd_changed_on.unwrap(),
-            expires_in_seconds: Some(7200),
-            revoked_at: None,
-        };
-        let Answer::Token(Some(read)) = round_trip(Answer::Token(Some(Box::new(token.clone()))))
-        else {
-            panic!("not a token");
-        };
-        assert_eq!(*read, token);
-    }
-
-    #[test]
-    fn foreign_damaged_or_expired_redis_values_are_misses() {
-        let (seal, key) = seal();
-        let now = written_at();
-        let decode = |bytes: &[u8]| Entry::decode(bytes, &seal, key, now).map(|_| ());
-        let json = br#"{"answer":{"User":null},"expires_at":"2026-12-05T00:00:00Z"}"#;
-        assert_eq!(
-            decode(json),
-            Err(Rejection::Format),
-            "an older release's JSON"
-        );
-        assert_eq!(decode(&[]), Err(Rejection::Format));
-        let entry = Entry {
-            answer: Answer::User(Some(principal())),
-            expires_at: now + Duration::from_secs(60),
-        };
-        let bytes = entry.encode(&seal, key).unwrap();
-        // The previous release wrote the same postcard behind format byte 1, unsealed.
-        let previous = postcard::to_extend(&entry, vec![1]).unwrap();
-        assert_eq!(decode(&previous), Err(Rejection::Format));
-        for cut in 1..bytes.len() {
-            assert_eq!(decode(&bytes[..cut]), Err(Rejection::Mac), "cut at {cut}");
-        }
-        // Sealed for another key: a valid value replayed under this one.
-        let other = KeyHasher::new(b"test-secret-0123456789".to_vec().into())
-            .key(KeyKind::ApiKey, &["another key"]);
-        let replayed = entry.encode(&seal, other).unwrap();
-        assert_eq!(decode(&replayed), Err(Rejection::Mac));
-        // Authentic, but read at or past the expiry it carries.
-        assert_eq!(
-            Entry::decode(&bytes, &seal, key, entry.expires_at).map(|_| ()),
-            Err(Rejection::Expired)
-        );
-        assert!(decode(&bytes).is_ok());
-    }
-
-    #[test]
-    fn rejection_counters_are_the_familys_members() {
-        let stats = CacheStats::default();
-        stats.rejected(Rejection::Mac).inc();
-        stats.rejected(Rejection::Mac).inc();
-        stats.rejected(Rejection::Expired).inc();
-        for (reason, count) in Rejection::ALL.into_iter().zip([0, 2, 1]) {
-            let member = stats.redis_rejected.get_or_create(&RejectionLabels {
-                reason: reason.as_str(),
-            });
-            assert_eq!(member.get(), count, "{}", reason.as_str());
-        }
     }
 }
