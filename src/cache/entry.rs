@@ -29,6 +29,52 @@ impl Answer {
     }
 }
 
+/// A lookup's result, as an [`Answer`] holds it.
+pub(super) trait Cached: Sized {
+    fn into_answer(self) -> Answer;
+    /// `None` for an answer of another kind.
+    fn from_answer(answer: Answer) -> Option<Self>;
+}
+
+impl Cached for Option<Principal> {
+    fn into_answer(self) -> Answer {
+        Answer::User(self)
+    }
+
+    fn from_answer(answer: Answer) -> Option<Self> {
+        match answer {
+            Answer::User(user) => Some(user),
+            _ => None,
+        }
+    }
+}
+
+impl Cached for PasswordCheck {
+    fn into_answer(self) -> Answer {
+        Answer::Password(self)
+    }
+
+    fn from_answer(answer: Answer) -> Option<Self> {
+        match answer {
+            Answer::Password(check) => Some(check),
+            _ => None,
+        }
+    }
+}
+
+impl Cached for Option<AccessToken> {
+    fn into_answer(self) -> Answer {
+        Answer::Token(self.map(Box::new))
+    }
+
+    fn from_answer(answer: Answer) -> Option<Self> {
+        match answer {
+            Answer::Token(token) => Some(token.map(|token| *token)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Entry {
     pub(super) answer: Answer,

@@ -35,7 +35,7 @@ pub use seal::Rejection;
 pub use stats::{CacheStats, RejectionLabels, TierLabels};
 pub use tier::{dearest_tier, track_tier, Tier, TierTracked};
 
-use entry::{Answer, Entry};
+use entry::{Answer, Cached, Entry};
 use seal::Seal;
 use tier::reached;
 
@@ -108,6 +108,24 @@ impl<D: Directory> CachedDirectory<D> {
 
     fn enabled(&self) -> bool {
         !self.options.ttl.is_zero()
+    }
+
+    /// What `fetch` answers for `key`, from the cheapest tier that has it. `fetch` is called
+    /// only on a miss.
+    async fn cached<T, F>(
+        &self,
+        key: CacheKey,
+        fetch: impl FnOnce() -> F + Send,
+    ) -> Result<T, DirectoryError>
+    where
+        T: Cached,
+        F: Future<Output = Result<T, DirectoryError>> + Send,
+    {
+        let answer = self
+            .lookup(key, async { fetch().await.map(T::into_answer) })
+            .await?;
+        T::from_answer(answer)
+            .ok_or_else(|| DirectoryError::Unavailable("cache entry of the wrong kind".to_owned()))
     }
 
     /// L1, then Redis, then the directory, with concurrent misses for `key` coalesced.
@@ -276,10 +294,6 @@ impl<D: Directory> CachedDirectory<D> {
     }
 }
 
-fn unexpected() -> DirectoryError {
-    DirectoryError::Unavailable("cache entry of the wrong kind".to_owned())
-}
-
 impl<D: Directory> Directory for CachedDirectory<D> {
     async fn user_by_api_key(&self, key: &ApiKey) -> Result<Option<Principal>, DirectoryError> {
         // Not cached: a flood of random keys would only push real entries out.
@@ -289,28 +303,14 @@ impl<D: Directory> Directory for CachedDirectory<D> {
             return Ok(None);
         }
         let cache_key = self.hasher.key(KeyKind::ApiKey, &[key.expose()]);
-        match self
-            .lookup(cache_key, async {
-                self.inner.user_by_api_key(key).await.map(Answer::User)
-            })
-            .await?
-        {
-            Answer::User(user) => Ok(user),
-            _ => Err(unexpected()),
-        }
+        self.cached(cache_key, || self.inner.user_by_api_key(key))
+            .await
     }
 
     async fn user_by_login(&self, login: &Login) -> Result<Option<Principal>, DirectoryError> {
         let cache_key = self.hasher.key(KeyKind::Login, &[login.as_str()]);
-        match self
-            .lookup(cache_key, async {
-                self.inner.user_by_login(login).await.map(Answer::User)
-            })
-            .await?
-        {
-            Answer::User(user) => Ok(user),
-            _ => Err(unexpected()),
-        }
+        self.cached(cache_key, || self.inner.user_by_login(login))
+            .await
     }
 
     async fn password_login(
@@ -322,18 +322,8 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         let cache_key = self
             .hasher
             .key(KeyKind::Password, &[login.as_str(), password.expose()]);
-        match self
-            .lookup(cache_key, async {
-                self.inner
-                    .password_login(login, password)
-                    .await
-                    .map(Answer::Password)
-            })
-            .await?
-        {
-            Answer::Password(check) => Ok(check),
-            _ => Err(unexpected()),
-        }
+        self.cached(cache_key, || self.inner.password_login(login, password))
+            .await
     }
 
     async fn access_token(
@@ -341,18 +331,8 @@ impl<D: Directory> Directory for CachedDirectory<D> {
         token: &BearerToken,
     ) -> Result<Option<AccessToken>, DirectoryError> {
         let cache_key = self.hasher.key(KeyKind::Bearer, &[token.expose()]);
-        match self
-            .lookup(cache_key, async {
-                self.inner
-                    .access_token(token)
-                    .await
-                    .map(|found| Answer::Token(found.map(Box::new)))
-            })
-            .await?
-        {
-            Answer::Token(found) => Ok(found.map(|token| *token)),
-            _ => Err(unexpected()),
-        }
+        self.cached(cache_key, || self.inner.access_token(token))
+            .await
     }
 
     async fn settings(&self) -> Result<Settings, DirectoryError> {
