@@ -16,6 +16,7 @@ use redmine_authz::auth::ApiKey;
 use redmine_authz::cache::{CacheOptions, CacheStats, CachedDirectory, KeyHasher, RedisTier};
 use redmine_authz::clock::SystemClock;
 use redmine_authz::directory::Directory as _;
+use redmine_authz::redis::Redis;
 use redmine_authz::store::{Store, StoreOptions};
 
 const USERS: u64 = 10_000;
@@ -27,13 +28,14 @@ fn directory(options: CacheOptions, redis_prefix: Option<&str>) -> CachedDirecto
     let store = Store::connect_lazy(url.parse().expect("database url"), &StoreOptions::default());
     let stats = Arc::new(CacheStats::default());
     let redis = redis_prefix.map(|prefix| {
-        RedisTier::new(
+        let redis = Redis::new(
             &common::redis_url(),
             prefix.to_owned(),
             Duration::from_millis(100),
-            stats.clone(),
+            stats.redis_errors.clone(),
         )
-        .expect("redis url")
+        .expect("redis url");
+        RedisTier::new(redis, stats.clone())
     });
     CachedDirectory::new(
         Arc::new(store),

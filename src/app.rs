@@ -25,6 +25,7 @@ use crate::envoy::{proto, AuthorizationService, CheckServer};
 use crate::gate::{watch_settings, Gate, SettingsWatch};
 use crate::metrics::{Metrics, PoolProbe};
 use crate::observe::Observer;
+use crate::redis::{Redis, RedisConfigError};
 use crate::store::{Invalidation, Store};
 use crate::throttle::Throttle;
 
@@ -40,7 +41,7 @@ pub enum AppError {
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
     #[error(transparent)]
-    Redis(#[from] crate::cache::RedisConfigError),
+    Redis(#[from] RedisConfigError),
 }
 
 /// A gate built and bound, not yet serving.
@@ -82,7 +83,9 @@ impl Application {
             Arc::new(store.clone()),
             config.cache.clone(),
             hasher.clone(),
-            redis.clone(),
+            redis
+                .clone()
+                .map(|redis| RedisTier::new(redis, cache_stats.clone())),
             clock.clone(),
             cache_stats.clone(),
         ));
@@ -291,11 +294,11 @@ fn grpc_router(limits: &ConnectionOptions) -> Result<Router, AppError> {
         .add_service(reflection_v1alpha))
 }
 
-/// The key hasher and the Redis tier, shared by the cache and the throttle.
+/// The key hasher and the Redis connection, shared by the cache and the throttle.
 fn shared_backends(
     config: &ServeConfig,
-    stats: &Arc<CacheStats>,
-) -> Result<(Arc<KeyHasher>, Option<Arc<RedisTier>>), AppError> {
+    stats: &CacheStats,
+) -> Result<(Arc<KeyHasher>, Option<Arc<Redis>>), AppError> {
     let hasher = match &config.cache_secret {
         Some(secret) => KeyHasher::new(secret.expose_secret().as_bytes().to_vec().into()),
         None => {
@@ -308,11 +311,11 @@ fn shared_backends(
         }
     };
     let redis = match &config.redis_url {
-        Some(url) => Some(RedisTier::new(
+        Some(url) => Some(Redis::new(
             url.expose_secret(),
             config.redis_key_prefix.clone(),
             config.redis_timeout,
-            stats.clone(),
+            stats.redis_errors.clone(),
         )?),
         None => None,
     };

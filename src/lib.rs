@@ -27,6 +27,7 @@ pub mod envoy;
 pub mod gate;
 pub mod metrics;
 pub mod observe;
+pub mod redis;
 pub mod runtime;
 pub mod shutdown;
 pub mod store;

@@ -30,7 +30,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::store::Invalidation;
 
 pub use key::{CacheKey, KeyHasher, KeyKind};
-pub use redis::{RedisConfigError, RedisTier, SharedCounter};
+pub use redis::RedisTier;
 pub use seal::Rejection;
 pub use stats::{CacheStats, RejectionLabels, TierLabels};
 pub use tier::{dearest_tier, track_tier, Tier, TierTracked};

@@ -10,6 +10,8 @@
 //! a login by the failures of anyone guessing its password (that is the point), and then
 //! only for Basic with that login: the user's API keys and tokens keep working.
 
+mod shared;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +20,10 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::{Credential, Login, Request};
-use crate::cache::{CacheKey, KeyHasher, KeyKind, RedisTier, SharedCounter};
+use crate::cache::{CacheKey, KeyHasher, KeyKind};
 use crate::clock::Clock;
+use crate::redis::Redis;
+use shared::{SharedCounter, SharedCounts};
 
 #[derive(Debug, Clone)]
 pub struct ThrottleOptions {
@@ -85,7 +89,8 @@ pub struct Throttle {
     options: ThrottleOptions,
     hasher: Arc<KeyHasher>,
     local: quick_cache::sync::Cache<Counted, Arc<Mutex<Window>>>,
-    redis: Option<Arc<RedisTier>>,
+    /// Counts shared with the other replicas; `None` without Redis.
+    shared: Option<SharedCounts>,
     clock: Arc<dyn Clock>,
     /// Requests answered 429.
     pub throttled: Counter,
@@ -95,7 +100,7 @@ impl Throttle {
     pub fn new(
         options: ThrottleOptions,
         hasher: Arc<KeyHasher>,
-        redis: Option<Arc<RedisTier>>,
+        redis: Option<Arc<Redis>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         // Bounded: a flood from many addresses evicts windows seen once before those of
@@ -105,7 +110,7 @@ impl Throttle {
             options,
             hasher,
             local,
-            redis,
+            shared: redis.map(SharedCounts::new),
             clock,
             throttled: Counter::default(),
         }
@@ -191,15 +196,15 @@ impl Throttle {
             }
             window.failures += 1;
             // Without Redis the in-process count stands alone.
-            self.redis.as_ref().map(|redis| {
+            self.shared.as_ref().map(|shared| {
                 let key = *window.shared_key.get_or_insert_with(|| match &counted {
                     Counted::Client(ip) => self.hasher.key(KeyKind::Client, &[&ip.to_string()]),
                     Counted::Login(key) => *key,
                 });
-                (redis, key, first_here)
+                (shared, key, first_here)
             })
         };
-        let Some((redis, shared_key, first_here)) = shared else {
+        let Some((shared, shared_key, first_here)) = shared else {
             return;
         };
         // The shared count raises this one when Redis answers, moments after the deny.
@@ -217,7 +222,7 @@ impl Throttle {
             keep,
             first_here,
         };
-        redis.count_failure(counter, Box::new(raise));
+        shared.count_failure(counter, Box::new(raise));
     }
 }
 
