@@ -10,85 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut as _, Bytes};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use prost::Message as _;
 use redmine_authz::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
 use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckResponse;
 use tonic::client::Grpc;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
+
+use crate::support::raw_check;
 
 /// Makes request number `i` of a run: an encoded `CheckRequest` (see [`crate::requests::encode`]).
 pub type RequestSource = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
 
 /// A tonic client for `Authorization/Check` that sends encoded requests as they are.
 pub type Client = Grpc<Channel>;
-
-const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
-
-/// Sends encoded `CheckRequest`s and decodes `CheckResponse`s.
-#[derive(Clone, Copy, Default)]
-struct PreEncoded;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = CheckResponse;
-    type Encoder = PreEncoded;
-    type Decoder = PreEncoded;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for PreEncoded {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-
-    // A Check is a few hundred bytes; tonic's default 8 KiB buffer is allocated per call.
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024, 32 * 1024)
-    }
-}
-
-impl Decoder for PreEncoded {
-    type Item = CheckResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckResponse>, Status> {
-        CheckResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024, 32 * 1024)
-    }
-}
-
-/// One Check: what the generated `AuthorizationClient::check` does, with the request as bytes.
-pub async fn check(client: &mut Client, request: Bytes) -> Result<CheckResponse, Status> {
-    client
-        .ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(CHECK);
-    client
-        .unary(tonic::Request::new(request), path, PreEncoded)
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 /// What every answer of a scenario must be; anything else is counted as unexpected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +154,7 @@ pub async fn run(
                 }
                 let request = source(i);
                 let sent = Instant::now();
-                let answer = check(&mut client, request).await;
+                let answer = raw_check::check(&mut client, request).await;
                 let _ = histogram.record(sent.elapsed().as_nanos() as u64);
                 match answer {
                     Ok(response) => {

@@ -18,6 +18,8 @@ mod redmine;
 mod report;
 mod requests;
 mod soak;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 // As the gate and the floor do: the generator must not be slower than the server it measures.
 #[global_allocator]

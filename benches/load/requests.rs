@@ -1,16 +1,12 @@
 //! Check requests as Envoy sends them for a Redmine API call.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
-use redmine_authz::envoy::proto::envoy::config::core::v3::{address, Address, SocketAddress};
-use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Peer, Request as AttrRequest,
-};
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckRequest;
+
+use crate::support::check_request::{get, SOURCE};
 
 /// The client address of ordinary users; the flood comes from [`FLOOD_NETWORK`].
-pub const USER_SOURCE: &str = "203.0.113.9";
+pub const USER_SOURCE: &str = SOURCE;
 pub const FLOOD_NETWORK: &str = "10.66";
 
 /// `GET path` with Envoy's usual attributes and the given extra headers.
@@ -19,7 +15,7 @@ pub fn check(path: &str, extra: &[(&str, String)]) -> CheckRequest {
 }
 
 pub fn check_from(source: &str, path: &str, extra: &[(&str, String)]) -> CheckRequest {
-    let mut headers: HashMap<String, String> = [
+    let usual = [
         (":authority", "redmine.example"),
         (":method", "GET"),
         (":path", path),
@@ -28,44 +24,17 @@ pub fn check_from(source: &str, path: &str, extra: &[(&str, String)]) -> CheckRe
         ("user-agent", "redmine-authz-bench/1.0"),
         ("x-forwarded-proto", "https"),
         ("x-request-id", "6a1c6f0e-5f7e-4e39-9d1b-1c0d1f1c2b3a"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (name, value) in extra {
-        headers.insert((*name).to_owned(), value.clone());
-    }
-    let peer = Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: source.into(),
-                port_specifier: Some(
-                    redmine_authz::envoy::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(51000),
-                ),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(peer),
-            request: Some(AttrRequest {
-                time: None,
-                http: Some(HttpRequest {
-                    id: "1234567890".into(),
-                    method: "GET".into(),
-                    path: path.into(),
-                    host: "redmine.example".into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
+    ];
+    let request = get(path).id("1234567890").source(source);
+    let request = usual.into_iter().fold(request, |request, (name, value)| {
+        request.header(name, value)
+    });
+    extra
+        .iter()
+        .fold(request, |request, (name, value)| {
+            request.header(name, value)
+        })
+        .build()
 }
 
 /// An API call with the key in `X-Redmine-API-Key`.

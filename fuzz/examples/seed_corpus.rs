@@ -7,17 +7,15 @@
 //!
 //! The output is committed; re-run this only to change the seeds.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message as _;
-use redmine_authz::envoy::proto::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, HeaderMap, HeaderValue, SocketAddress,
-};
-use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Peer, Request as AttrRequest,
-};
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckRequest;
+
+// Built as the API tests build their requests.
+#[path = "../../tests/support/check_request.rs"]
+#[allow(dead_code)]
+mod check_request;
 
 struct Seed {
     name: &'static str,
@@ -59,60 +57,23 @@ impl Seed {
     }
 
     fn check_request(&self) -> CheckRequest {
-        let mut http = HttpRequest {
-            id: "1234567890".into(),
-            method: self.method.into(),
-            path: self.path.clone(),
-            host: "redmine.example".into(),
-            scheme: "https".into(),
-            protocol: "HTTP/1.1".into(),
-            ..Default::default()
-        };
+        let mut request = check_request::get(&self.path)
+            .method(self.method)
+            .id("1234567890");
         if self.raw {
-            http.header_map = Some(HeaderMap {
-                headers: self
-                    .headers
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: (*k).into(),
-                        value: String::new(),
-                        raw_value: v.clone(),
-                    })
-                    .collect(),
-            });
-        } else {
-            for (name, value) in &self.headers {
-                let value = String::from_utf8_lossy(value).into_owned();
-                http.headers
-                    .entry((*name).into())
-                    .and_modify(|v| *v = format!("{v},{value}"))
-                    .or_insert(value);
-            }
+            request = request.raw();
         }
-        let mut context_extensions = HashMap::new();
+        for (name, value) in &self.headers {
+            request = if self.raw {
+                request.raw_header(name, value)
+            } else {
+                request.header(name, &String::from_utf8_lossy(value))
+            };
+        }
         if let Some(mode) = self.mode {
-            context_extensions.insert("redmine_authz_mode".into(), mode.into());
+            request = request.context("redmine_authz_mode", mode);
         }
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    address: Some(Address {
-                        address: Some(address::Address::SocketAddress(SocketAddress {
-                            address: "203.0.113.9".into(),
-                            port_specifier: Some(PortSpecifier::PortValue(51000)),
-                            ..Default::default()
-                        })),
-                    }),
-                    ..Default::default()
-                }),
-                request: Some(AttrRequest {
-                    time: None,
-                    http: Some(http),
-                }),
-                context_extensions,
-                ..Default::default()
-            }),
-        }
+        request.build()
     }
 
     /// The request as text lines, a starting point for the structured target's mutations.

@@ -41,7 +41,7 @@ async fn identity_headers_overwrite_and_never_append() {
 #[tokio::test]
 async fn spoofed_identity_headers_are_removed_or_overwritten() {
     let app = spawn_app(&[]).await;
-    let spoofed = |req: Req| {
+    let spoofed = |req: CheckBuilder| {
         req.header("x-auth-user-id", "1")
             .header("x-auth-user-login", "admin")
             .header("x-auth-impersonator", "root")

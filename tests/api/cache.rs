@@ -16,7 +16,7 @@ fn lookups(app: &TestApp) -> u64 {
     CacheStats::get(&app.stats.directory_lookups)
 }
 
-fn alice_key() -> Req {
+fn alice_key() -> CheckBuilder {
     get("/issues.json").header("x-redmine-api-key", demo_key("alice"))
 }
 
@@ -708,7 +708,7 @@ async fn a_value_kept_past_its_expiry_is_not_served() {
 async fn every_key_the_gate_writes_in_redis_expires() {
     let prefix = redis_prefix();
     let app = gate_on_redis(&prefix, &[]).await;
-    let client = |request: Req| request.source("203.0.113.7");
+    let client = |request: CheckBuilder| request.source("203.0.113.7");
     for user in DEMO_USERS {
         let wrong = format!("{}-wrong", user.password);
         for password in [user.password, wrong.as_str()] {

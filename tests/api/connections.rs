@@ -68,7 +68,7 @@ async fn trickle(port: u16, sent: Vec<u8>, every: Duration) -> TcpStream {
     TcpStream::from_std(std).unwrap()
 }
 
-fn alice() -> Req {
+fn alice() -> CheckBuilder {
     get("/users/current.json").header("X-Redmine-API-Key", demo_key("alice"))
 }
 

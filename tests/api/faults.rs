@@ -94,7 +94,7 @@ async fn pipe(mut client: TcpStream, delay_ms: Arc<AtomicU64>, mut cut: watch::R
     }
 }
 
-fn key(login: &str) -> Req {
+fn key(login: &str) -> CheckBuilder {
     get("/issues.json").header("x-redmine-api-key", demo_key(login))
 }
 

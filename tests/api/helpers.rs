@@ -1,7 +1,6 @@
 //! Test harness: each test gets its own PostgreSQL database (schema + demo users from
 //! `demo-db`) and its own server on port 0, talked to with a real tonic client.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,20 +11,14 @@ use redmine_authz::cache::CacheStats;
 use redmine_authz::cli::{Cli, Command};
 use redmine_authz::clock::ManualClock;
 use redmine_authz::config::ServeConfig;
-use redmine_authz::envoy::proto::envoy::config::core::v3::{
-    address, Address, HeaderMap, HeaderValue, SocketAddress,
-};
-use redmine_authz::envoy::proto::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Peer, Request as AttrRequest,
-};
 use redmine_authz::envoy::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use redmine_authz::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, CheckResponse,
-};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tonic::transport::Channel;
 
+pub use crate::support::check_request::{get, post, CheckBuilder};
+pub use crate::support::http::{http_response, http_status};
 pub use redmine_authz::store::{DEMO_OAUTH_TOKEN, DEMO_USERS};
 
 /// The server PostgreSQL runs on; each test makes its own database there.
@@ -259,7 +252,7 @@ impl TestApp {
             .into_inner()
     }
 
-    pub async fn check(&self, request: Req) -> Verdict {
+    pub async fn check(&self, request: CheckBuilder) -> Verdict {
         Verdict(self.send(request.build()).await)
     }
 
@@ -299,7 +292,12 @@ impl TestApp {
 
     /// Checks `request` until it gets `status` (a change reaching the cache through the
     /// database triggers), failing after `limit`; returns how long it took.
-    pub async fn until_status(&self, request: Req, status: i32, limit: Duration) -> Duration {
+    pub async fn until_status(
+        &self,
+        request: CheckBuilder,
+        status: i32,
+        limit: Duration,
+    ) -> Duration {
         let started = std::time::Instant::now();
         loop {
             let verdict = self.check(request.clone()).await;
@@ -407,168 +405,8 @@ pub fn client_for(port: u16) -> AuthorizationClient<Channel> {
 }
 
 pub async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
-/// A bare HTTP/1.0 GET on loopback; returns the status code.
-pub async fn http_status(port: u16, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// A Check request as Envoy would send it.
-#[derive(Clone)]
-pub struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, Vec<u8>)>,
-    raw: bool,
-    context: BTreeMap<String, String>,
-    source: Option<String>,
-    body: Vec<u8>,
-}
-
-pub fn get(path: &str) -> Req {
-    Req {
-        method: "GET".into(),
-        path: path.into(),
-        headers: vec![],
-        raw: false,
-        context: BTreeMap::new(),
-        source: Some("203.0.113.9".into()),
-        body: vec![],
-    }
-}
-
-pub fn post(path: &str) -> Req {
-    Req {
-        method: "POST".into(),
-        ..get(path)
-    }
-}
-
-impl Req {
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
-        self
-    }
-
-    pub fn raw_header(mut self, name: &str, value: &[u8]) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_vec()));
-        self.raw = true;
-        self
-    }
-
-    /// Sends the headers as `header_map` with `raw_value` (Envoy's `encode_raw_headers`).
-    pub fn raw(mut self) -> Self {
-        self.raw = true;
-        self
-    }
-
-    /// The direct peer Envoy reports.
-    pub fn source(mut self, ip: &str) -> Self {
-        self.source = Some(ip.to_owned());
-        self
-    }
-
-    pub fn context(mut self, key: &str, value: &str) -> Self {
-        self.context.insert(key.into(), value.into());
-        self
-    }
-
-    /// A whole body as Envoy sends it with `with_request_body` and `pack_as_bytes`: in
-    /// `raw_body`, with the client's `Content-Length` and Envoy's partial-body mark.
-    pub fn body(self, body: &[u8]) -> Self {
-        self.cut_body(body, body.len())
-    }
-
-    /// The first bytes of a body of `sent` bytes, as Envoy sends them when the body is over
-    /// `max_request_bytes` and `allow_partial_message` is on.
-    pub fn cut_body(mut self, first: &[u8], sent: usize) -> Self {
-        self.body = first.to_vec();
-        let partial = if first.len() < sent { "true" } else { "false" };
-        self.header("content-length", &sent.to_string())
-            .header("x-envoy-auth-partial-body", partial)
-    }
-
-    pub fn build(&self) -> CheckRequest {
-        let mut http = HttpRequest {
-            method: self.method.clone(),
-            path: self.path.clone(),
-            host: "redmine.example".into(),
-            scheme: "https".into(),
-            protocol: "HTTP/1.1".into(),
-            raw_body: self.body.clone(),
-            ..Default::default()
-        };
-        if self.raw {
-            http.header_map = Some(HeaderMap {
-                headers: self
-                    .headers
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: k.clone(),
-                        value: String::new(),
-                        raw_value: v.clone(),
-                    })
-                    .collect(),
-            });
-        } else {
-            // Envoy's `headers` map joins repeated headers with a comma.
-            for (name, value) in &self.headers {
-                let value = String::from_utf8_lossy(value).into_owned();
-                http.headers
-                    .entry(name.clone())
-                    .and_modify(|v| *v = format!("{v},{value}"))
-                    .or_insert(value);
-            }
-        }
-        let source = self.source.as_ref().map(|ip| Peer {
-            address: Some(Address { address: Some(address::Address::SocketAddress(SocketAddress { address: ip.clone(), port_specifier: Some(redmine_authz::envoy::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(51000)), ..Default::default() })) }),
-            ..Default::default()
-        });
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source,
-                request: Some(AttrRequest {
-                    time: None,
-                    http: Some(http),
-                }),
-                context_extensions: self.context.clone().into_iter().collect(),
-                ..Default::default()
-            }),
-        }
-    }
+    let (_, body) = http_response(port, path).await.expect("an HTTP answer");
+    body
 }
 
 /// A decoded answer with assertions that read like SPEC's table.

@@ -16,7 +16,7 @@ fn refusals(app: &TestApp) -> u64 {
     CacheStats::get(&app.stats.filter_refusals)
 }
 
-fn with_key(key: &str) -> Req {
+fn with_key(key: &str) -> CheckBuilder {
     get("/issues.json").header("x-redmine-api-key", key)
 }
 

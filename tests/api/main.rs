@@ -2,6 +2,8 @@
 //! Modules follow SPEC's sections.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod answer; // SPEC 7
 mod basic; // SPEC 5, Basic

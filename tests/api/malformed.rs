@@ -1,17 +1,14 @@
 //! SPEC 8: malformed input ends in a deny, never a panic, a hang or an allow.
 
-use bytes::{BufMut as _, Bytes};
+use bytes::Bytes;
 use prost::Message as _;
-use redmine_authz::envoy::proto::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, CheckResponse,
-};
+use redmine_authz::envoy::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use redmine_authz::envoy::wire::MAX_CHECK_BYTES;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::helpers::*;
+use crate::support::raw_check;
 
 #[tokio::test]
 async fn malformed_basic_credentials() {
@@ -175,56 +172,15 @@ async fn requests_over_the_size_limits_get_431() {
     app.check(fine).await.assert_user("alice", "api-key");
 }
 
-/// A Check message sent as the bytes given: what a client other than Envoy may send.
-#[derive(Clone, Copy, Default)]
-struct RawCheck;
-
-impl Codec for RawCheck {
-    type Encode = Bytes;
-    type Decode = CheckResponse;
-    type Encoder = RawCheck;
-    type Decoder = RawCheck;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for RawCheck {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCheck {
-    type Item = CheckResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckResponse>, Status> {
-        CheckResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
 /// The answer to `message`: a CheckResponse, or the RPC error a fail-open Envoy would allow.
 async fn check_raw(app: &TestApp, message: Vec<u8>) -> Result<Verdict, Status> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", app.port))
         .unwrap()
         .connect_lazy();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("connected");
-    let path = PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
-    let call = grpc.unary(tonic::Request::new(Bytes::from(message)), path, RawCheck);
-    Ok(Verdict(call.await?.into_inner()))
+    let mut client = tonic::client::Grpc::new(channel);
+    raw_check::check(&mut client, Bytes::from(message))
+        .await
+        .map(Verdict)
 }
 
 #[tokio::test]

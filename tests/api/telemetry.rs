@@ -201,7 +201,7 @@ fn rand_u64() -> u64 {
 }
 
 /// Sends `request` as Envoy would, with a W3C parent in the call's metadata.
-async fn check_traced(app: &TestApp, request: Req) -> (Verdict, String, String) {
+async fn check_traced(app: &TestApp, request: CheckBuilder) -> (Verdict, String, String) {
     let trace_id = unique_hex(32);
     let parent_span = unique_hex(16);
     let mut call = tonic::Request::new(request.build());

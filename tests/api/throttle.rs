@@ -7,7 +7,7 @@ use redmine_authz::cache::CacheStats;
 
 use crate::helpers::*;
 
-fn wrong_key(ip: &str) -> Req {
+fn wrong_key(ip: &str) -> CheckBuilder {
     get("/issues.json")
         .header(
             "x-redmine-api-key",
