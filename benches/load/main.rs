@@ -17,6 +17,7 @@ mod procs;
 mod redmine;
 mod report;
 mod requests;
+mod scenarios;
 mod soak;
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -35,6 +36,7 @@ use loadgen::{Expect, LoadSpec, RequestSource};
 use procs::Server;
 use redmine_authz::envoy::proto::envoy::service::auth::v3::CheckRequest;
 use report::{Check, Report, Scenario};
+use scenarios::{Floor, GateRun, GATE_RUNS};
 
 #[derive(Parser)]
 struct Cli {
@@ -275,6 +277,58 @@ impl Bench {
         ]
     }
 
+    /// Starts the gate `run` describes and measures its scenarios, each checked against its
+    /// targets.
+    async fn gate_run(
+        &self,
+        run: &GateRun,
+        floor_server: &Server,
+        floor: &Scenario,
+        checks: &mut Vec<Check>,
+    ) -> Vec<Scenario> {
+        let mut flags = run
+            .redis
+            .map(|name| self.redis_flags(name))
+            .unwrap_or_default();
+        flags.extend(run.flags.iter().map(|f| (*f).to_owned()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let server = self.gate(run.users, &flags, run.server).await;
+        let mut measured = Vec::new();
+        for scenario in run.scenarios {
+            let spec = scenario.load.spec(&self.lengths);
+            let source = cycle(scenario.requests.build());
+            let label = (scenario.name, scenario.what);
+            let result = match scenario.floor {
+                Floor::Turns => {
+                    self.beside_floor(
+                        floor_server,
+                        &server,
+                        label,
+                        scenario.warmup,
+                        &spec,
+                        source,
+                        scenario.expect,
+                    )
+                    .await
+                }
+                Floor::Once => self
+                    .measure(
+                        &server,
+                        label,
+                        scenario.warmup,
+                        &spec,
+                        source,
+                        scenario.expect,
+                    )
+                    .await
+                    .against_floor(floor),
+            };
+            checks.extend(scenario.targets.iter().map(|target| target.check(&result)));
+            measured.push(result);
+        }
+        measured
+    }
+
     /// Measures `server` in turns with the floor: floor, gate, floor, ..., gate, floor, each
     /// gate turn a [`TURNS`]th of `spec`, each floor turn as long. Each gate turn's ratio is
     /// taken against the mean of the floor turns on either side, and the scenario's ratio is
@@ -501,373 +555,56 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut notes = Vec::new();
     let hot_keys = key_requests(1..=1_000);
 
-    // The floor, with the same request as the cache-hit scenario.
     eprintln!("floor");
-    let floor_in_flood;
     // Kept running: the targets' ratios use the floor measured again around each scenario.
     let floor_server = Server::floor(&args.floor, &args.server_core, &bench.logs).await;
-    let floor = {
-        let server = &floor_server;
-        let spec = bench.lengths.saturating(400_000, 8);
-        let floor = bench
-            .measure(
-                server,
-                ("floor", "constant allow (tonic alone)"),
-                20_000,
-                &spec,
-                cycle(hot_keys.clone()),
-                Expect::Allow,
-            )
-            .await;
-        if let Some(check) = h2load_check(server, &floor, &bench).await {
-            notes.push(check);
-        }
-        // The same paced valid Checks, alone and during the same saturating flood as the
-        // gate's: what the gRPC stack alone does to their latency (it allows the flood).
-        floor_in_flood = valid_in_flood(&bench, server, "floor_", &hot_keys, Expect::Allow).await;
-        floor
-    };
+    let (floor, floor_in_flood) = measure_floor(&bench, &floor_server, &hot_keys, &mut notes).await;
 
     eprintln!("gate scenarios");
-    // API key, in-process cache hit.
-    let l1 = {
-        let flags = bench.redis_flags("l1");
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let server = bench.gate(10_000, &flags, "api_key_l1").await;
-        bench
-            .beside_floor(
-                &floor_server,
-                &server,
-                (
-                    "api_key_l1_hit",
-                    "API key, in-process cache hit (1,000 keys)",
-                ),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(hot_keys.clone()),
-                Expect::Allow,
-            )
-            .await
-    };
-    checks.push(Check::new(
-        "API key, in-process hit: req/s",
-        format!(
-            "{:.0}/s = {:.0}% of floor",
-            l1.per_second,
-            100.0 * l1.floor_rps_ratio.unwrap_or(0.0)
-        ),
-        ">= 85% of floor",
-        l1.floor_rps_ratio.unwrap_or(0.0) >= 0.85,
-    ));
-    checks.push(Check::new(
-        "API key, in-process hit: p99",
-        format!(
-            "{:.0} µs = {:.2}x floor p99",
-            l1.p99(),
-            l1.floor_p99_ratio.unwrap_or(0.0)
-        ),
-        "<= 1.3x floor p99",
-        l1.floor_p99_ratio.unwrap_or(f64::MAX) <= 1.3,
-    ));
-    scenarios.push(l1);
-
-    // API key, Redis hit (in-process tier off).
-    let redis = {
-        let mut flags = bench.redis_flags("redis");
-        flags.extend(["--l1-capacity".into(), "0".into()]);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let server = bench.gate(10_000, &flags, "api_key_redis").await;
-        bench
-            .beside_floor(
-                &floor_server,
-                &server,
-                ("api_key_redis_hit", "API key, Redis hit (--l1-capacity 0)"),
-                5_000,
-                &bench.lengths.saturating(300_000, 8),
-                cycle(hot_keys.clone()),
-                Expect::Allow,
-            )
-            .await
-    };
-    checks.push(Check::new(
-        "API key, Redis hit: req/s",
-        format!(
-            "{:.0}/s = {:.0}% of floor",
-            redis.per_second,
-            100.0 * redis.floor_rps_ratio.unwrap_or(0.0)
-        ),
-        ">= 50% of floor",
-        redis.floor_rps_ratio.unwrap_or(0.0) >= 0.5,
-    ));
-    scenarios.push(redis);
-
-    // API key, database miss (caches off), 10k distinct keys.
-    let all_keys = key_requests(1..=10_000);
-    let (db, db_paced) = {
-        let server = bench
-            .gate(10_000, &["--cache-ttl", "0"], "api_key_db")
-            .await;
-        let saturated = bench
-            .measure(
-                &server,
-                (
-                    "api_key_db_miss",
-                    "API key, database miss (--cache-ttl 0), 10k keys",
-                ),
-                2_000,
-                &bench.lengths.saturating(80_000, 8),
-                cycle(all_keys.clone()),
-                Expect::Allow,
-            )
-            .await
-            .against_floor(&floor);
-        let paced = bench
-            .measure(
-                &server,
-                ("api_key_db_miss_5k", "same, paced at 5,000/s"),
-                0,
-                &bench.lengths.paced(5_000.0, 6, 4, 32),
-                cycle(all_keys.clone()),
-                Expect::Allow,
-            )
-            .await
-            .against_floor(&floor);
-        (saturated, paced)
-    };
-    checks.push(Check::new(
-        "API key, database miss: decisions/s",
-        format!("{:.0}/s", db.per_second),
-        ">= 5,000/s",
-        db.per_second >= 5_000.0,
-    ));
-    checks.push(Check::new(
-        "API key, database miss at 5,000/s: p99",
-        format!(
-            "{:.2} ms (achieved {:.0}/s)",
-            db_paced.p99() / 1_000.0,
-            db_paced.per_second
-        ),
-        "<= 5 ms",
-        db_paced.p99() <= 5_000.0 && db_paced.per_second >= 4_900.0,
-    ));
-    scenarios.push(db);
-    scenarios.push(db_paced);
-
-    // Basic login:password, cache hit.
-    let basic = {
-        let server = bench.gate(10_000, &[], "basic_l1").await;
-        let users = ["admin", "alice", "bob"];
-        let requests = users
+    for run in GATE_RUNS {
+        scenarios.extend(
+            bench
+                .gate_run(run, &floor_server, &floor, &mut checks)
+                .await,
+        );
+    }
+    // Reported beside Redmine's own answer to the same request, at the end.
+    let wrong = scenarios.remove(
+        scenarios
             .iter()
-            .map(|login| {
-                let demo = redmine_authz::store::DEMO_USERS
-                    .iter()
-                    .find(|u| u.login == *login)
-                    .expect("demo user");
-                requests::basic(demo.login, demo.password)
-            })
-            .collect();
-        bench
-            .beside_floor(
-                &floor_server,
-                &server,
-                ("basic_l1_hit", "Basic login:password, cache hit"),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(requests),
-                Expect::Allow,
-            )
-            .await
-    };
-    checks.push(Check::new(
-        "Basic login:password, cache hit: req/s",
-        format!(
-            "{:.0}/s = {:.0}% of floor",
-            basic.per_second,
-            100.0 * basic.floor_rps_ratio.unwrap_or(0.0)
-        ),
-        ">= 80% of floor",
-        basic.floor_rps_ratio.unwrap_or(0.0) >= 0.8,
-    ));
-    scenarios.push(basic);
-
-    // The Redmine comparison's request against the gate: `?key=wrong`, a cached "not found".
-    let wrong = {
-        // Throttling off: Redmine has none, and the comparison is of deciding, not of 429s.
-        let server = bench
-            .gate(10_000, &["--throttle-client-limit", "0"], "wrong_key")
-            .await;
-        bench
-            .beside_floor(
-                &floor_server,
-                &server,
-                (
-                    "wrong_key",
-                    "GET /users/current.json?key=wrong (negative cache)",
-                ),
-                20_000,
-                &bench.lengths.saturating(400_000, 8),
-                cycle(vec![requests::wrong_key_query()]),
-                Expect::Deny(401),
-            )
-            .await
-    };
+            .position(|s| s.name == "wrong_key")
+            .expect("the wrong_key scenario"),
+    );
 
     // A flood of random invalid keys; production settings (L1 + Redis, pool of POOL).
-    let (flood, alone, during) = flood(&bench, &floor_server, &hot_keys).await;
-    checks.push(Check::new(
-        "Flood of random invalid keys: denies/s",
-        format!(
-            "{:.0}/s = {:.0}% of floor",
-            flood.0.per_second,
-            100.0 * flood.0.floor_rps_ratio.unwrap_or(0.0)
-        ),
-        ">= 50% of floor",
-        flood.0.floor_rps_ratio.unwrap_or(0.0) >= 0.5,
-    ));
-    checks.push(Check::new(
-        "Flood: database queries at once",
-        format!("at most {} seen (pool {POOL})", flood.1),
-        &format!("<= --db-max-connections ({POOL})"),
-        flood.1 <= i64::from(POOL),
-    ));
-    checks.push(Check::new(
-        "Valid cached users' p99 during the flood",
-        format!(
-            "{:.0} µs vs {:.0} µs without = {:.2}x (the floor, flooded alike: {:.0} µs vs {:.0} µs = {:.2}x)",
-            during.p99(),
-            alone.p99(),
-            during.p99() / alone.p99(),
-            floor_in_flood.1.p99(),
-            floor_in_flood.0.p99(),
-            floor_in_flood.1.p99() / floor_in_flood.0.p99()
-        ),
-        "<= 2x without the flood",
-        during.p99() <= 2.0 * alone.p99(),
-    ));
-    scenarios.push(flood.0);
-    scenarios.push(alone);
-    scenarios.push(during);
-    scenarios.push(floor_in_flood.0);
-    scenarios.push(floor_in_flood.1);
-
-    // Memory: idle, then with MEMORY_PRINCIPALS cached principals (in-process tier only).
-    eprintln!("memory");
-    {
-        let server = bench.gate(1_000_000, &[], "memory").await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = server.rss_bytes();
-        let principals = if args.quick {
-            MEMORY_PRINCIPALS / 10
-        } else {
-            MEMORY_PRINCIPALS
-        };
-        let clients = loadgen::connect(server.port, 4).await?;
-        let spec = LoadSpec::saturating(principals, 120);
-        let source: RequestSource =
-            Arc::new(|i| requests::encode(&requests::api_key(&common::bench_key(i + 1))));
-        let filled = loadgen::run(&clients, &spec, source, Expect::Allow).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let full = server.rss_bytes();
-        let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
-        eprintln!(
-            "  idle {:.1} MiB, {} principals {:.1} MiB",
-            mib(idle),
-            filled.allows,
-            mib(full)
-        );
-        checks.push(Check::new(
-            "Memory, idle (RSS)",
-            format!("{:.1} MiB", mib(idle)),
-            "<= 20 MB",
-            idle <= 20_000_000,
-        ));
-        checks.push(Check::new(
-            &format!("Memory with {} cached principals (RSS)", filled.allows),
-            format!("{:.1} MiB", mib(full)),
-            "<= 64 MB with 100k",
-            full <= 64_000_000 && filled.allows == principals,
-        ));
-    }
-
-    // Scale: database-miss p50 with 1M users and keys against 1k.
-    eprintln!("scale");
-    let mut scale = Vec::new();
-    for (users, name) in [
-        (1_000u64, "db_miss_1k_users"),
-        (1_000_000, "db_miss_1m_users"),
-    ] {
-        let server = bench.gate(users, &["--cache-ttl", "0"], name).await;
-        // Keys spread over the whole table, in a shuffled order.
-        let step = users / 1_000;
-        let keys: Vec<_> = (0..1_000u64)
-            .map(|i| requests::api_key(&common::bench_key(1 + (i * 7919 % 1_000) * step)))
-            .collect();
-        let spec = bench.lengths.paced(2_000.0, 5, 2, 16);
-        let what = format!("database miss, {users} users, paced at 2,000/s");
-        scale.push(
-            bench
-                .measure(
-                    &server,
-                    (name, &what),
-                    1_000,
-                    &spec,
-                    cycle(keys),
-                    Expect::Allow,
-                )
-                .await
-                .against_floor(&floor),
-        );
-    }
-    let scale_ratio = scale[1].p50() / scale[0].p50();
-    checks.push(Check::new(
-        "Scale: database-miss p50, 1M users vs 1k",
-        format!(
-            "{:.0} µs vs {:.0} µs = {scale_ratio:.2}x",
-            scale[1].p50(),
-            scale[0].p50()
-        ),
-        "<= 1.2x",
-        scale_ratio <= 1.2,
-    ));
-    scenarios.extend(scale);
-
-    // Redmine itself rejecting the same wrong key.
-    eprintln!("redmine");
-    if redmine::reachable(&args.redmine).await {
-        let result = redmine::run(&args.redmine, "/users/current.json?key=wrong", 300, 4).await;
-        let redmine = Scenario::new(
-            "redmine_wrong_key",
-            "Redmine 5.0.4 itself, ?key=wrong (HTTP/1.1, 4 in flight)",
-            &result.histogram,
-            result.elapsed.as_secs_f64(),
-            result.unexpected,
+    scenarios.extend(
+        flood(
+            &bench,
+            &floor_server,
+            &hot_keys,
+            &floor_in_flood,
+            &mut checks,
         )
-        .against_floor(&floor);
-        eprintln!(
-            "  redmine {:.0}/s p50 {:.1} ms p99 {:.1} ms",
-            redmine.per_second,
-            redmine.p50() / 1000.0,
-            redmine.p99() / 1000.0
-        );
-        checks.push(Check::new(
-            "Gate vs Redmine, wrong API key",
-            format!(
-                "gate {:.0}/s vs Redmine {:.0}/s = {:.0}x throughput; p50 {:.0} µs vs {:.1} ms",
-                wrong.per_second,
-                redmine.per_second,
-                wrong.per_second / redmine.per_second,
-                wrong.p50(),
-                redmine.p50() / 1_000.0
-            ),
-            "(reported)",
-            true,
-        ));
-        scenarios.push(wrong);
-        scenarios.push(redmine);
-    } else {
-        notes.push(format!("Redmine did not answer on {}; comparison skipped (bash tests/peers/redmine-oracle.sh start).", args.redmine));
-        scenarios.push(wrong);
+        .await,
+    );
+    let (floor_alone, floor_flooded) = floor_in_flood;
+    scenarios.extend([floor_alone, floor_flooded]);
+
+    eprintln!("memory");
+    checks.extend(memory(&bench).await?);
+
+    eprintln!("scale");
+    scenarios.extend(scale(&bench, &floor, &mut checks).await);
+
+    eprintln!("redmine");
+    let redmine = against_redmine(&args.redmine, &floor, &wrong).await;
+    scenarios.push(wrong);
+    match redmine {
+        Some((redmine, check)) => {
+            checks.push(check);
+            scenarios.push(redmine);
+        }
+        None => notes.push(format!("Redmine did not answer on {}; comparison skipped (bash tests/peers/redmine-oracle.sh start).", args.redmine)),
     }
 
     checks.extend(criterion_checks(&args.criterion));
@@ -883,11 +620,43 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-type FloodOutcome = ((Scenario, i64), Scenario, Scenario);
+/// The floor, with the same requests as the cache-hit scenario, checked against h2load; and
+/// the floor with paced valid Checks alone and during the same saturating flood as the
+/// gate's: what the gRPC stack alone does to their latency (it allows the flood).
+async fn measure_floor(
+    bench: &Bench,
+    server: &Server,
+    hot_keys: &[CheckRequest],
+    notes: &mut Vec<String>,
+) -> (Scenario, (Scenario, Scenario)) {
+    let spec = bench.lengths.saturating(400_000, 8);
+    let floor = bench
+        .measure(
+            server,
+            ("floor", "constant allow (tonic alone)"),
+            20_000,
+            &spec,
+            cycle(hot_keys.to_vec()),
+            Expect::Allow,
+        )
+        .await;
+    if let Some(check) = h2load_check(server, &floor, bench).await {
+        notes.push(check);
+    }
+    let in_flood = valid_in_flood(bench, server, "floor_", hot_keys, Expect::Allow).await;
+    (floor, in_flood)
+}
 
 /// Valid cached users paced at 2,000/s without and during a flood, then the flood alone (with
-/// the most database queries seen at once).
-async fn flood(bench: &Bench, floor: &Server, hot_keys: &[CheckRequest]) -> FloodOutcome {
+/// the most database queries seen at once): the flood, alone and during scenarios, checked
+/// against their targets (`floor_in_flood`: the floor's valid Checks, flooded alike).
+async fn flood(
+    bench: &Bench,
+    floor: &Server,
+    hot_keys: &[CheckRequest],
+    floor_in_flood: &(Scenario, Scenario),
+    checks: &mut Vec<Check>,
+) -> [Scenario; 3] {
     let flags = bench.redis_flags("flood");
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let pool = POOL.to_string();
@@ -918,7 +687,159 @@ async fn flood(bench: &Bench, floor: &Server, hot_keys: &[CheckRequest]) -> Floo
     sampler.abort();
     let most = most.load(Ordering::Relaxed);
     eprintln!("  most database queries at once: {most}");
-    ((flood, most), alone, during)
+    checks.push(
+        scenarios::Target::FloorShare {
+            what: "Flood of random invalid keys: denies/s",
+            at_least: 0.5,
+        }
+        .check(&flood),
+    );
+    checks.push(Check::new(
+        "Flood: database queries at once",
+        format!("at most {most} seen (pool {POOL})"),
+        &format!("<= --db-max-connections ({POOL})"),
+        most <= i64::from(POOL),
+    ));
+    let (floor_alone, floor_during) = floor_in_flood;
+    checks.push(Check::new(
+        "Valid cached users' p99 during the flood",
+        format!(
+            "{:.0} µs vs {:.0} µs without = {:.2}x (the floor, flooded alike: {:.0} µs vs {:.0} µs = {:.2}x)",
+            during.p99(),
+            alone.p99(),
+            during.p99() / alone.p99(),
+            floor_during.p99(),
+            floor_alone.p99(),
+            floor_during.p99() / floor_alone.p99()
+        ),
+        "<= 2x without the flood",
+        during.p99() <= 2.0 * alone.p99(),
+    ));
+    [flood, alone, during]
+}
+
+/// Memory: idle, then with MEMORY_PRINCIPALS cached principals (in-process tier only).
+async fn memory(bench: &Bench) -> Result<[Check; 2], Box<dyn std::error::Error>> {
+    let server = bench.gate(1_000_000, &[], "memory").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = server.rss_bytes();
+    let principals = if bench.lengths.quick {
+        MEMORY_PRINCIPALS / 10
+    } else {
+        MEMORY_PRINCIPALS
+    };
+    let clients = loadgen::connect(server.port, 4).await?;
+    let spec = LoadSpec::saturating(principals, 120);
+    let source: RequestSource =
+        Arc::new(|i| requests::encode(&requests::api_key(&common::bench_key(i + 1))));
+    let filled = loadgen::run(&clients, &spec, source, Expect::Allow).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let full = server.rss_bytes();
+    let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+    eprintln!(
+        "  idle {:.1} MiB, {} principals {:.1} MiB",
+        mib(idle),
+        filled.allows,
+        mib(full)
+    );
+    Ok([
+        Check::new(
+            "Memory, idle (RSS)",
+            format!("{:.1} MiB", mib(idle)),
+            "<= 20 MB",
+            idle <= 20_000_000,
+        ),
+        Check::new(
+            &format!("Memory with {} cached principals (RSS)", filled.allows),
+            format!("{:.1} MiB", mib(full)),
+            "<= 64 MB with 100k",
+            full <= 64_000_000 && filled.allows == principals,
+        ),
+    ])
+}
+
+/// Scale: database-miss p50 with 1M users and keys against 1k.
+async fn scale(bench: &Bench, floor: &Scenario, checks: &mut Vec<Check>) -> Vec<Scenario> {
+    let mut scale = Vec::new();
+    for (users, name) in [
+        (1_000u64, "db_miss_1k_users"),
+        (1_000_000, "db_miss_1m_users"),
+    ] {
+        let server = bench.gate(users, &["--cache-ttl", "0"], name).await;
+        // Keys spread over the whole table, in a shuffled order.
+        let step = users / 1_000;
+        let keys: Vec<_> = (0..1_000u64)
+            .map(|i| requests::api_key(&common::bench_key(1 + (i * 7919 % 1_000) * step)))
+            .collect();
+        let spec = bench.lengths.paced(2_000.0, 5, 2, 16);
+        let what = format!("database miss, {users} users, paced at 2,000/s");
+        scale.push(
+            bench
+                .measure(
+                    &server,
+                    (name, &what),
+                    1_000,
+                    &spec,
+                    cycle(keys),
+                    Expect::Allow,
+                )
+                .await
+                .against_floor(floor),
+        );
+    }
+    let scale_ratio = scale[1].p50() / scale[0].p50();
+    checks.push(Check::new(
+        "Scale: database-miss p50, 1M users vs 1k",
+        format!(
+            "{:.0} µs vs {:.0} µs = {scale_ratio:.2}x",
+            scale[1].p50(),
+            scale[0].p50()
+        ),
+        "<= 1.2x",
+        scale_ratio <= 1.2,
+    ));
+    scale
+}
+
+/// Redmine itself rejecting the wrong key of the `wrong` scenario, and how the gate compares;
+/// `None` when Redmine does not answer.
+async fn against_redmine(
+    address: &str,
+    floor: &Scenario,
+    wrong: &Scenario,
+) -> Option<(Scenario, Check)> {
+    if !redmine::reachable(address).await {
+        return None;
+    }
+    let result = redmine::run(address, "/users/current.json?key=wrong", 300, 4).await;
+    let redmine = Scenario::new(
+        "redmine_wrong_key",
+        "Redmine 5.0.4 itself, ?key=wrong (HTTP/1.1, 4 in flight)",
+        &result.histogram,
+        result.elapsed.as_secs_f64(),
+        result.unexpected,
+    )
+    .against_floor(floor);
+    eprintln!(
+        "  redmine {:.0}/s p50 {:.1} ms p99 {:.1} ms",
+        redmine.per_second,
+        redmine.p50() / 1000.0,
+        redmine.p99() / 1000.0
+    );
+    let check = Check::new(
+        "Gate vs Redmine, wrong API key",
+        format!(
+            "gate {:.0}/s vs Redmine {:.0}/s = {:.0}x throughput; p50 {:.0} µs vs {:.1} ms",
+            wrong.per_second,
+            redmine.per_second,
+            wrong.per_second / redmine.per_second,
+            wrong.p50(),
+            redmine.p50() / 1_000.0
+        ),
+        "(reported)",
+        true,
+    );
+    Some((redmine, check))
 }
 
 /// Valid cached keys paced at 2,000/s on their own connection, without and then during a
