@@ -12,6 +12,7 @@ mod cache; // the cache tiers and revocation
 mod cli; // the command line
 mod connections; // connection caps, header deadlines, keepalive
 mod dashboard; // deploy/grafana queries only exposed metrics
+mod docs; // docs/configuration.md's flag tables against the command line
 mod faults; // database outages, slowness, pool exhaustion, shutdown
 mod gating; // SPEC 2 and 3
 mod key_filter; // the API key filter against floods of random keys
