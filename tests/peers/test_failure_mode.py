@@ -92,7 +92,7 @@ def test_body_under_the_gates_limit_is_decided(body_envoy, demo_db, upstream):
 
 
 def test_partial_bodies_let_large_uploads_through(envoy_pool, authz, demo_db, upstream):
-    """README's advice for uploads larger than the gate's limit: `allow_partial_message`
+    """docs/request-bodies.md's advice for uploads larger than the gate's limit: `allow_partial_message`
     (with `max_request_bytes` within Envoy's 1 MiB connection buffer). Envoy sends the first
     1,000,000 bytes of a 5 MiB body; the gate decides, and the whole body goes upstream."""
     partial = (
