@@ -2,7 +2,7 @@
 //!
 //! Wire-compatible with `envoy.service.auth.v3.CheckRequest` (`proto/`): the same field
 //! numbers, with each `map<string, string>` as what it is on the wire, a repeated key/value
-//! entry. prost skips every field not declared here (the destination, metadata, TLS and
+//! entry. The tests below hold the tags to the descriptors compiled from `proto/`. prost skips every field not declared here (the destination, metadata, TLS and
 //! timing attributes) instead of decoding it, and a `bytes` field is a slice of the received
 //! frame, not a copy: a header or a body costs no allocation until the gate reads it. UTF-8 is
 //! checked in `parse`, for the fields the gate uses. The server's codec ([`CheckCodec`]) turns
@@ -180,4 +180,175 @@ pub mod server {
         env!("OUT_DIR"),
         "/gate/envoy.service.auth.v3.Authorization.rs"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{DescriptorProto, FileDescriptorSet};
+
+    use super::*;
+    use crate::envoy::proto::FILE_DESCRIPTOR_SET;
+
+    /// The messages compiled from `proto/`, by full name (`.envoy.service.auth.v3.CheckRequest`).
+    fn descriptors() -> HashMap<String, DescriptorProto> {
+        fn add(scope: &str, message: &DescriptorProto, all: &mut HashMap<String, DescriptorProto>) {
+            let name = format!("{scope}.{}", message.name());
+            for nested in &message.nested_type {
+                add(&name, nested, all);
+            }
+            all.insert(name, message.clone());
+        }
+        let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let mut all = HashMap::new();
+        for file in &set.file {
+            for message in &file.message_type {
+                add(&format!(".{}", file.package()), message, &mut all);
+            }
+        }
+        all
+    }
+
+    /// Every field of the trimmed `CheckRequest` set: each `bytes` field holds its own name,
+    /// each repeated field two elements. No `..Default::default()`, so that a field added to
+    /// the structs above is not left out of the check.
+    fn every_field() -> CheckRequest {
+        let named = |name: &'static str| Bytes::from_static(name.as_bytes());
+        let entry = || Entry {
+            key: named("key"),
+            value: named("value"),
+        };
+        let header = || HeaderValue {
+            key: named("key"),
+            value: named("value"),
+            raw_value: named("raw_value"),
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(Address {
+                        socket_address: Some(SocketAddress {
+                            address: named("address"),
+                        }),
+                    }),
+                }),
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        method: named("method"),
+                        headers: vec![entry(), entry()],
+                        path: named("path"),
+                        body: named("body"),
+                        raw_body: named("raw_body"),
+                        header_map: Some(HeaderMap {
+                            headers: vec![header(), header()],
+                        }),
+                    }),
+                }),
+                context_extensions: vec![entry(), entry()],
+            }),
+        }
+    }
+
+    /// Reads `encoded` as the message `name` of `proto/`: each field must be there under the
+    /// number it was encoded with, with a type of the same wire type, repeated if and only if
+    /// it came more than once, and a string or bytes field must be the one named as the value
+    /// it holds. Returns the string and bytes fields read, as paths.
+    fn read_as(
+        encoded: &[u8],
+        name: &str,
+        path: &str,
+        descriptors: &HashMap<String, DescriptorProto>,
+    ) -> Vec<String> {
+        let message = &descriptors[name];
+        let mut read = Vec::new();
+        let mut times = HashMap::<u32, usize>::new();
+        let mut rest = encoded;
+        while !rest.is_empty() {
+            let (number, wire_type) = decode_key(&mut rest).unwrap();
+            let field = (message.field.iter())
+                .find(|field| u32::try_from(field.number()) == Ok(number))
+                .unwrap_or_else(|| panic!("{path}: {name} has no field {number}"));
+            let at = format!("{path}.{}", field.name());
+            // The trimmed structs declare only strings, bytes and messages.
+            assert_eq!(wire_type, WireType::LengthDelimited, "{at}");
+            let length = usize::try_from(decode_varint(&mut rest).unwrap()).unwrap();
+            let (value, after) = rest.split_at(length);
+            rest = after;
+            match field.r#type() {
+                Type::String | Type::Bytes => {
+                    let holds = String::from_utf8_lossy(value);
+                    assert_eq!(holds, field.name(), "{at}: field {number} holds `{holds}`");
+                    read.push(at);
+                }
+                Type::Message => read.extend(read_as(value, field.type_name(), &at, descriptors)),
+                other => panic!("{at}: field {number} is {other:?}, not length-delimited"),
+            }
+            *times.entry(number).or_default() += 1;
+        }
+        for field in &message.field {
+            if let Some(&times) = u32::try_from(field.number())
+                .ok()
+                .and_then(|n| times.get(&n))
+            {
+                assert_eq!(
+                    field.label() == Label::Repeated,
+                    times > 1,
+                    "{path}.{}: read {times} times, declared {:?}",
+                    field.name(),
+                    field.label()
+                );
+            }
+        }
+        read
+    }
+
+    /// The hand-typed tags above against the descriptors `build.rs` compiles from `proto/`: a
+    /// field under another field's number, a message where Envoy has a string, a single field
+    /// where Envoy has a repeated one (or the other way round) fail here.
+    #[test]
+    fn the_trimmed_fields_have_envoys_numbers_and_types() {
+        let descriptors = descriptors();
+        let encoded = every_field().encode_to_vec();
+        let mut read = read_as(
+            &encoded,
+            ".envoy.service.auth.v3.CheckRequest",
+            "CheckRequest",
+            &descriptors,
+        );
+        read.sort_unstable();
+        read.dedup();
+        // What the gate reads, in Envoy's names.
+        let http = "CheckRequest.attributes.request.http";
+        let mut expected = [
+            "CheckRequest.attributes.context_extensions.key".to_owned(),
+            "CheckRequest.attributes.context_extensions.value".to_owned(),
+            "CheckRequest.attributes.source.address.socket_address.address".to_owned(),
+            format!("{http}.body"),
+            format!("{http}.header_map.headers.key"),
+            format!("{http}.header_map.headers.raw_value"),
+            format!("{http}.header_map.headers.value"),
+            format!("{http}.headers.key"),
+            format!("{http}.headers.value"),
+            format!("{http}.method"),
+            format!("{http}.path"),
+            format!("{http}.raw_body"),
+        ];
+        expected.sort_unstable();
+        assert_eq!(read, expected);
+    }
+
+    /// `TOO_LARGE` must not be a field Envoy could send.
+    #[test]
+    fn the_too_large_stand_in_is_no_field_of_check_request() {
+        let (number, _) = decode_key(&mut &TOO_LARGE[..]).unwrap();
+        assert_eq!(number, 536_870_911);
+        let check = &descriptors()[".envoy.service.auth.v3.CheckRequest"];
+        assert!(check
+            .field
+            .iter()
+            .all(|field| field.number() != 536_870_911));
+    }
 }
