@@ -2,7 +2,8 @@
 //!
 //! Wire-compatible with `envoy.service.auth.v3.CheckRequest` (`proto/`): the same field
 //! numbers, with each `map<string, string>` as what it is on the wire, a repeated key/value
-//! entry. The tests below hold the tags to the descriptors compiled from `proto/`. prost skips every field not declared here (the destination, metadata, TLS and
+//! entry; the tests (`wire/tests.rs`) hold these tags to the descriptors compiled from
+//! `proto/`. prost skips every field not declared here (the destination, metadata, TLS and
 //! timing attributes) instead of decoding it, and a `bytes` field is a slice of the received
 //! frame, not a copy: a header or a body costs no allocation until the gate reads it. UTF-8 is
 //! checked in `parse`, for the fields the gate uses. The server's codec ([`CheckCodec`]) turns
