@@ -6,7 +6,6 @@ Everything here has a bounded wait and a clear error; nothing is mocked.
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import http.client
 import json
@@ -33,13 +32,10 @@ ORACLE_ROWS: list[tuple[str, str, str, str]] = []
 # --------------------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: get SIGTERM if the pytest process dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+# Children get SIGTERM if the pytest process dies. Through setpriv, not a preexec_fn: a
+# preexec_fn makes Python fork() (not vfork) and run code in the child, where grpcio's fork
+# handlers, with its pollers' threads gone, can abort the child before it execs.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
 class Proc:
@@ -53,12 +49,11 @@ class Proc:
         self._out = open(self.log_path, "wb")
         self._err = open(self.err_path, "wb")
         self.popen = subprocess.Popen(
-            self.argv,
+            DIE_WITH_PARENT + self.argv,
             stdin=subprocess.DEVNULL,
             stdout=self._out,
             stderr=self._err,
             env=env,
-            preexec_fn=_die_with_parent,
         )
 
     @property
