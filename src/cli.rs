@@ -41,6 +41,16 @@ pub struct DecisionArgs {
     /// in. Not set: UTC, with a warning at start-up.
     #[arg(long, env = "AUTHZ_REDMINE_TIMEZONE", value_name = "ZONE")]
     pub redmine_timezone: Option<String>,
+    /// The Redmine release behind the gate (`MAJOR.MINOR[.PATCH]`, from 4.2): requests are read
+    /// as it reads them (query separators, parameter names). `any`: read as every release
+    /// reads them, and fail closed where they differ.
+    #[arg(
+        long,
+        env = "AUTHZ_REDMINE_VERSION",
+        value_name = "VERSION",
+        default_value = "any"
+    )]
+    pub redmine_version: String,
     /// Let API requests without credentials through as anonymous (Redmine serves public data).
     #[arg(long, env = "AUTHZ_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,

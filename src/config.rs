@@ -9,7 +9,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::auth::{ExternalAuth, Policy, RedmineTimezone};
+use crate::auth::{ExternalAuth, Policy, RedmineTimezone, RedmineVersion};
 use crate::cache::CacheOptions;
 use crate::cli::{DecisionArgs, ServeArgs};
 use crate::connections::ConnectionOptions;
@@ -128,6 +128,13 @@ impl DecisionConfig {
             ));
             None
         });
+        let redmine = RedmineVersion::parse(&args.redmine_version).or_else(|| {
+            errors.push(format!(
+                "--redmine-version {:?} must be `any` or a release like 5.0 or 6.1.2 (4.2 or later)",
+                args.redmine_version
+            ));
+            None
+        });
         let header_prefix = args.header_prefix.to_ascii_lowercase();
         if header_prefix.is_empty()
             || !header_prefix
@@ -156,6 +163,7 @@ impl DecisionConfig {
                 } else {
                     ExternalAuth::Deny
                 },
+                redmine: redmine?,
             },
             response: ResponseOptions {
                 header_prefix,
@@ -173,9 +181,10 @@ impl DecisionConfig {
     /// One line for the start-up log: effective settings, nothing secret.
     pub fn summary(&self) -> String {
         format!(
-            "database={} timezone={} allow_anonymous={} ldap={} header_prefix={} strip_credentials={} db_max_connections={} db_timeout={:?} key_filter_above={}",
+            "database={} timezone={} redmine_version={} allow_anonymous={} ldap={} header_prefix={} strip_credentials={} db_max_connections={} db_timeout={:?} key_filter_above={}",
             self.database,
             self.policy.timezone.0.name(),
+            self.policy.redmine,
             self.policy.allow_anonymous,
             match self.policy.external_auth { ExternalAuth::Deny => "deny", ExternalAuth::PassOn => "pass-on" },
             self.response.header_prefix,
@@ -340,9 +349,11 @@ mod tests {
             "x auth",
             "--database-url",
             "mysql://x",
+            "--redmine-version",
+            "5",
         ])
         .unwrap_err();
-        assert_eq!(errors.0.len(), 4, "{errors}");
+        assert_eq!(errors.0.len(), 5, "{errors}");
     }
 
     #[test]
@@ -393,6 +404,16 @@ mod tests {
             serve(&[&database[..], &["--l1-capacity", "1000000000000"]].concat()).unwrap_err();
         assert_eq!(errors.0, ["--l1-capacity must be at most 10000000"]);
         assert!(serve(&[&database[..], &["--l1-capacity", "10000000"]].concat()).is_ok());
+    }
+
+    #[test]
+    fn redmine_version_reaches_the_policy() {
+        let database = ["--database-url", "postgres://db.example/redmine"];
+        let config = serve(&database).unwrap();
+        assert_eq!(config.decision.policy.redmine, RedmineVersion::Any);
+        let config = serve(&[&database[..], &["--redmine-version", "5.0.4"]].concat()).unwrap();
+        assert_eq!(config.decision.policy.redmine.to_string(), "5.0.4");
+        assert!(config.summary().contains("redmine_version=5.0.4"));
     }
 
     #[test]

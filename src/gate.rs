@@ -59,6 +59,7 @@ impl<D: Directory> Gate<D> {
     }
 
     pub async fn check(&self, request: &Request) -> Decision {
+        request.read_as(self.policy.redmine);
         let gating = classify(request);
         if gating == Gating::NotGated {
             return Decision::Allow(crate::auth::decision::Allow {

@@ -6,6 +6,7 @@ use std::fmt;
 use base64::Engine as _;
 
 use super::decision::Reason;
+use super::params::{Malformed, Name, Params, Unreadable, Value};
 use super::request::Request;
 
 /// The longest API key Redmine issues or accepts (40 hex characters).
@@ -134,15 +135,16 @@ impl BasicCredentials {
 /// Where an API key came from; a wrong key from either place gets no challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {
-    QueryParameter,
+    /// The `key` parameter, from the query or the body.
+    Parameter,
     Header,
 }
 
 /// The one credential a request is judged by.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// A `key` parameter or `X-Redmine-API-Key` header; `None` when it is malformed, which
-    /// fails like an unknown key.
+    /// A `key` parameter or `X-Redmine-API-Key` header; `None` when it is malformed (or not
+    /// a string, which Redmine's `to_s` makes one that fails), which fails like an unknown key.
     ApiKey(Option<ApiKey>, KeySource),
     Bearer(BearerToken),
     Basic(BasicCredentials),
@@ -158,8 +160,16 @@ impl Credential {
                 return Err(Reason::MalformedHeader);
             }
         }
-        if let Some(key) = single_query(request, "key")? {
-            return Ok(Self::ApiKey(ApiKey::parse(key), KeySource::QueryParameter));
+        let params = request
+            .params()
+            .map_err(|Malformed| Reason::MalformedParameters)?;
+        // Redmine: `params[:key].present?`, then `params[:key].to_s`.
+        if let Some(key) = present(params, Name::Key)? {
+            let key = match key {
+                Value::Text(text) => ApiKey::parse(text),
+                _ => None,
+            };
+            return Ok(Self::ApiKey(key, KeySource::Parameter));
         }
         if let Some(key) = single_header(request, API_KEY_HEADER)? {
             return Ok(Self::ApiKey(ApiKey::parse(key), KeySource::Header));
@@ -173,9 +183,11 @@ impl Credential {
             .filter(|token| !is_blank(token))
         {
             Some(token) => Some(token),
-            None => match single_query(request, "access_token")? {
-                Some(token) => Some(token),
-                None => single_query(request, "bearer_token")?,
+            None => match present(params, Name::AccessToken)? {
+                Some(token) => Some(text_token(token)?),
+                None => present(params, Name::BearerToken)?
+                    .map(text_token)
+                    .transpose()?,
             },
         };
         if let Some(token) = bearer {
@@ -203,9 +215,21 @@ pub const API_KEY_HEADER: &str = "x-redmine-api-key";
 pub const AUTHORIZATION: &str = "authorization";
 pub const SWITCH_USER_HEADER: &str = "x-redmine-switch-user";
 
-/// The one non-blank value of a query parameter; two different values are ambiguous.
-fn single_query<'a>(request: &'a Request, name: &'a str) -> Result<Option<&'a str>, Reason> {
-    single(request.query_all(name), false)
+/// A parameter's value when Redmine finds it present; one the gate cannot read as Redmine
+/// will (sent twice, read differently by the releases it is set up for) is ambiguous.
+fn present(params: &Params, name: Name) -> Result<Option<&Value>, Reason> {
+    params
+        .get(name)
+        .present()
+        .map_err(|Unreadable| Reason::AmbiguousCredential)
+}
+
+/// A token parameter Doorkeeper can use: a string.
+fn text_token(value: &Value) -> Result<&str, Reason> {
+    match value {
+        Value::Text(text) => Ok(text),
+        _ => Err(Reason::MalformedParameters),
+    }
 }
 
 /// The one non-blank value of a header, in whichever spelling Rack reads as that header.
@@ -223,27 +247,13 @@ pub fn single_header<'a>(request: &'a Request, name: &'a str) -> Result<Option<&
         all_blank &= is_blank(value);
     }
     match (several, all_blank) {
-        (false, _) => single(std::iter::once(first), true),
+        (false, _) if is_blank(first) => Ok(None),
+        // Envoy joins a repeated header with commas: no credential this gate reads has one.
+        (false, _) if first.contains(',') => Err(Reason::AmbiguousCredential),
+        (false, _) => Ok(Some(first)),
         (true, true) => Ok(None),
         (true, false) => Err(Reason::AmbiguousCredential),
     }
-}
-
-fn single<'a>(
-    values: impl Iterator<Item = &'a str>,
-    comma_joined: bool,
-) -> Result<Option<&'a str>, Reason> {
-    let mut chosen: Option<&str> = None;
-    for value in values.filter(|v| !is_blank(v)) {
-        if comma_joined && value.contains(',') {
-            return Err(Reason::AmbiguousCredential);
-        }
-        match chosen {
-            Some(first) if first != value => return Err(Reason::AmbiguousCredential),
-            _ => chosen = Some(value),
-        }
-    }
-    Ok(chosen)
 }
 
 /// What Ruby's `String#strip` strips: ASCII white space (vertical tab too) and NUL.
@@ -314,7 +324,7 @@ mod tests {
             .with_header("x-redmine-api-key", "fromheader")
             .with_header("authorization", &basic("u:p"));
         match select(all).unwrap() {
-            Credential::ApiKey(Some(k), KeySource::QueryParameter) => {
+            Credential::ApiKey(Some(k), KeySource::Parameter) => {
                 assert_eq!(k.expose(), "fromquery")
             }
             _ => panic!("query key should win"),
@@ -344,7 +354,7 @@ mod tests {
             .with_header("x-redmine-api-key", "good");
         assert!(matches!(
             select(request).unwrap(),
-            Credential::ApiKey(None, KeySource::QueryParameter)
+            Credential::ApiKey(None, KeySource::Parameter)
         ));
     }
 

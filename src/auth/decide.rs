@@ -8,6 +8,7 @@ use super::credentials::{single_header, KeySource, SWITCH_USER_HEADER};
 use super::decision::{Allow, AuthMethod, Decision, Deny, Identity, OAuthGrant, Reason};
 use super::principal::{AccessToken, PasswordCheck, Principal, RedmineTimezone, Settings};
 use super::request::{Format, Request};
+use super::version::RedmineVersion;
 
 /// What to do with users whose password lives in LDAP, which the gate cannot check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +27,8 @@ pub struct Policy {
     /// Let gated requests without a credential through as anonymous.
     pub allow_anonymous: bool,
     pub external_auth: ExternalAuth,
+    /// Whose reading of parameters (and routes) the gate follows (`--redmine-version`).
+    pub redmine: RedmineVersion,
 }
 
 /// The credential after its lookups.
@@ -315,7 +318,7 @@ mod tests {
             assert_eq!((deny.reason, deny.challenge), (Reason::InvalidApiKey, None));
         }
         assert_eq!(
-            denied(run(Resolved::ApiKey(None, KeySource::QueryParameter))).reason,
+            denied(run(Resolved::ApiKey(None, KeySource::Parameter))).reason,
             Reason::InvalidApiKey
         );
     }

@@ -68,6 +68,8 @@ pub enum Reason {
     InvalidSwitchUser,
     Throttled,
     BadRequest,
+    /// Rack or Rails cannot read the query or the body's parameters (Redmine: 400).
+    MalformedParameters,
     /// Too many headers, or too large: more than Envoy would forward by default.
     HeadersTooLarge,
     /// A Check message over the gate's limit (a large body Envoy forwards), not read.
@@ -127,6 +129,7 @@ impl Reason {
             Self::RestApiDisabled => "rest_api_disabled",
             Self::InvalidSwitchUser => "invalid_switch_user",
             Self::BadRequest => "bad_request",
+            Self::MalformedParameters => "malformed_parameters",
             Self::HeadersTooLarge => "headers_too_large",
             Self::RequestTooLarge => "request_too_large",
             Self::CredentialTooLong => "credential_too_long",
@@ -163,6 +166,7 @@ impl Reason {
             Self::RestApiDisabled => "REST API is disabled",
             Self::InvalidSwitchUser => "Invalid X-Redmine-Switch-User header",
             Self::BadRequest => "Malformed request",
+            Self::MalformedParameters => "Malformed request parameters",
             Self::HeadersTooLarge => "Request headers too large",
             Self::RequestTooLarge => "Request too large",
             Self::CredentialTooLong => "Credential too long",
@@ -281,6 +285,7 @@ impl Deny {
             }
             Reason::InternalError => (DenyStatus::InternalError, None, None),
             Reason::BadRequest
+            | Reason::MalformedParameters
             | Reason::Authenticated
             | Reason::NotGated
             | Reason::AnonymousAllowed

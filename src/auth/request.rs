@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use bytestring::ByteString;
 
-use super::routes::{self, PathFormat, RedmineVersion};
+use super::params::{self, Inputs, Malformed, Params};
+use super::routes::{self, PathFormat};
+use super::version::RedmineVersion;
 
 /// The format Redmine would answer in, which is also the format of a deny body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,9 +156,12 @@ pub struct Request {
     pub path: ByteString,
     /// The query string as sent, without the `?`.
     raw_query: ByteString,
-    /// `raw_query`'s parameters, percent-decoded, in order: parsed when first asked for one
-    /// the query may hold (most Checks ask only for credential parameters that are absent).
-    query: std::sync::OnceLock<Vec<(String, String)>>,
+    /// Whose reading applies: set by the gate from `--redmine-version` before anything is
+    /// read; `RedmineVersion::Any` (fail closed) until then.
+    redmine: std::sync::OnceLock<RedmineVersion>,
+    /// The parameters Redmine reads from the query and the body, parsed when first asked for
+    /// (most Checks have neither a query nor a body, and parse nothing).
+    params: std::sync::OnceLock<Result<Params, Malformed>>,
     pub headers: Headers,
     /// The direct peer's address, when Envoy gave one.
     pub source: Option<IpAddr>,
@@ -205,24 +210,53 @@ impl Request {
         self
     }
 
-    /// All values of the query parameter `name`, in order.
-    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        // A name can only be there literally, unless something in the query is encoded.
-        let raw = &*self.raw_query;
-        let may_hold = raw.contains(name) || raw.contains(['%', '+']);
-        let parameters: &[(String, String)] = if may_hold {
-            self.query.get_or_init(|| {
-                form_urlencoded::parse(raw.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect()
+    /// Reads the request as `version` does. The gate calls it before reading anything; a
+    /// second call, or one after the parameters were read, changes nothing.
+    pub fn read_as(&self, version: RedmineVersion) {
+        let _ = self.redmine.set(version);
+    }
+
+    /// As [`Request::read_as`], for building requests.
+    pub fn with_redmine_version(self, version: RedmineVersion) -> Self {
+        self.read_as(version);
+        self
+    }
+
+    pub fn redmine_version(&self) -> RedmineVersion {
+        self.redmine.get().copied().unwrap_or_default()
+    }
+
+    /// `key`, `access_token`, `bearer_token` and `format` as Redmine reads them (SPEC 4), from
+    /// the query and the body; `Err` where Rack or Rails would raise.
+    pub fn params(&self) -> Result<&Params, Malformed> {
+        let version = self.redmine_version();
+        self.params
+            .get_or_init(|| {
+                let once = |name| {
+                    let mut values = self.headers.get_all(name);
+                    values.next().filter(|_| values.next().is_none())
+                };
+                params::read(
+                    &Inputs {
+                        query: &self.raw_query,
+                        method: &self.method,
+                        content_type: once("content-type"),
+                        content_length: once("content-length"),
+                        body: self.body.as_ref(),
+                    },
+                    version,
+                )
             })
-        } else {
-            &[]
-        };
-        parameters
-            .iter()
+            .as_ref()
+            .map_err(|&e| e)
+    }
+
+    /// The values of `name` in the query as written, split at `&` and percent-decoded (for
+    /// tests and tools: decisions read [`Request::params`]).
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        form_urlencoded::parse(self.raw_query.as_bytes())
             .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.into_owned())
     }
 
     /// The query's parameter names that Rack reads as one of `names` (`key`, `%6Bey`, `key[]`),
@@ -275,21 +309,24 @@ impl Request {
     /// Redmine's `params[:format]`: a format from the path (its extension, or the route's own)
     /// wins over the `format` parameter.
     pub fn format(&self) -> Option<Format> {
-        match routes::path_format(&self.path, RedmineVersion::default()) {
+        match routes::path_format(&self.path, self.redmine_version()) {
             PathFormat::Api(format) => Some(format),
             PathFormat::Html => None,
-            PathFormat::Parameters => self.query_all("format").last().and_then(parse_format),
+            PathFormat::Parameters => self.format_parameter(),
+        }
+    }
+
+    /// The `format` parameter's format. Parameters the gate cannot read as Redmine will make
+    /// the request an API request (gated: fail closed).
+    fn format_parameter(&self) -> Option<Format> {
+        match self.params().map(Params::format) {
+            Ok(Ok(format)) => format,
+            Ok(Err(params::Unreadable)) | Err(Malformed) => Some(Format::Json),
         }
     }
 }
 
-pub(super) fn parse_format(value: &str) -> Option<Format> {
-    match value {
-        "json" => Some(Format::Json),
-        "xml" => Some(Format::Xml),
-        _ => None,
-    }
-}
+pub(super) use params::parse_format;
 
 #[cfg(test)]
 mod tests {
@@ -315,33 +352,46 @@ mod tests {
     }
 
     #[test]
-    fn query_parameters_are_found_however_they_are_encoded() {
-        let values = |target: &str, name: &str| {
-            let request = Request::new("GET", target);
-            request
-                .query_all(name)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
+    fn parameters_are_read_however_they_are_encoded() {
+        let key = |target: &str| {
+            Request::new("GET", target)
+                .with_redmine_version(RedmineVersion::parse("5.0").unwrap())
+                .params()
+                .map(|p| p.get(params::Name::Key).clone())
         };
-        assert_eq!(values("/issues.json?key=a", "key"), ["a"]);
+        let text = |s: &str| Ok(params::Slot::Value(params::Value::Text(s.to_owned())));
+        assert_eq!(key("/issues.json?key=a"), text("a"));
         // Encoded names are the same parameter to Rack: never skipped by the quick look.
-        assert_eq!(values("/issues.json?%6Bey=a", "key"), ["a"]);
+        assert_eq!(key("/issues.json?%6Bey=a"), text("a"));
+        assert_eq!(key("/issues.json?key=%20a%2Bb+c"), text(" a+b c"));
         assert_eq!(
-            values("/issues.json?k%65y=a&key=b&KEY=c", "key"),
-            ["a", "b"]
+            key("/issues.json?keys=1&monkey=2&x=key"),
+            Ok(params::Slot::Absent)
         );
-        assert_eq!(values("/issues.json?access+token=a", "access token"), ["a"]);
-        assert_eq!(values("/issues.json?key=%20a%2Bb+c", "key"), [" a+b c"]);
-        // Present literally but not as a name.
-        assert!(values("/issues.json?keys=1&monkey=2&x=key", "key").is_empty());
-        assert!(values("/issues.json?project_id=1&limit=25", "key").is_empty());
-        assert!(values("/issues.json", "key").is_empty());
+        assert_eq!(key("/issues.json"), Ok(params::Slot::Absent));
         // The fragment is no part of the query, or of the path.
-        let request = Request::new("GET", "/issues.json?key=a#frag?key=b");
-        assert_eq!(&*request.path, "/issues.json");
-        assert_eq!(request.query_all("key").collect::<Vec<_>>(), ["a"]);
+        assert_eq!(key("/issues.json?key=a#frag?key=b"), text("a"));
         let request = Request::new("GET", "/issues.json#?key=b");
         assert_eq!(&*request.path, "/issues.json");
         assert_eq!(request.query_all("key").count(), 0);
+    }
+
+    #[test]
+    fn format_from_the_extension_then_the_parameters() {
+        let format = |target: &str| Request::new("GET", target).format();
+        assert_eq!(format("/issues.xml?format=json"), Some(Format::Xml));
+        assert_eq!(format("/issues?x=1;format=json"), Some(Format::Json));
+        assert_eq!(format("/issues?format=JSON"), None);
+        assert_eq!(format("/issues?format[]=json"), None);
+        // Unreadable parameters: gated, to be denied.
+        assert_eq!(format("/issues?a=%zz"), Some(Format::Json));
+        let mut posted = Request::new("POST", "/issues")
+            .with_header("content-type", "application/json")
+            .with_header("content-length", "17");
+        posted.body = Some(RequestBody {
+            bytes: bytes::Bytes::from_static(br#"{"format":"xml"}"#),
+            partial: false,
+        });
+        assert_eq!(posted.format(), Some(Format::Xml));
     }
 }

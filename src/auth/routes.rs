@@ -13,40 +13,9 @@
 //! paths lead to no route at all, so the answer for them does not matter.
 
 use super::request::{parse_format, Format};
-
-/// The Redmine release whose routes the gate follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RedmineVersion {
-    /// Any release from 4.2 on: where releases route a path differently, the path is an API
-    /// request when it is one to any of them (fails closed).
-    #[default]
-    Any,
-    /// One release, `major.minor.patch`.
-    Release { major: u16, minor: u16, patch: u16 },
-}
+use super::version::RedmineVersion;
 
 impl RedmineVersion {
-    /// `any`, or `MAJOR.MINOR[.PATCH]`. A missing patch is the minor's first release, which
-    /// treats the most paths as API requests.
-    pub fn parse(value: &str) -> Option<Self> {
-        if value == "any" {
-            return Some(Self::Any);
-        }
-        let mut parts = value.split('.').map(|part| {
-            (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse::<u16>().ok())
-                .flatten()
-        });
-        let major = parts.next()??;
-        let minor = parts.next()??;
-        let patch = parts.next().unwrap_or(Some(0))?;
-        parts.next().is_none().then_some(Self::Release {
-            major,
-            minor,
-            patch,
-        })
-    }
-
     /// `attachments/download/:id/:filename` has `format: 'html'` from 5.1.8, 6.0.5 and 6.1.0
     /// (Redmine #42394); before, it has no format of its own and `?format=json` counts.
     fn download_is_html(self) -> bool {
