@@ -742,51 +742,34 @@ enum BodyKind {
 }
 
 /// Which parser reads the body: Rails' JSON and XML parsers by `Content-Type`, else Rack's
-/// form parsers (also for a POST with no content type).
+/// form parsers. Rails decides what a form is by the same reading of the type, so a POST
+/// with no content type (a form to Rack alone) is not one.
 fn body_kind(inputs: &Inputs<'_>) -> BodyKind {
     let Some(content_type) = inputs.content_type else {
-        return if inputs.method == "POST" {
-            BodyKind::Form
-        } else {
-            BodyKind::Ignored
-        };
+        return BodyKind::Ignored;
     };
     // Rails: up to the first `,` or `;`, stripped, lower-cased.
-    let rails = content_type
+    let media_type = content_type
         .split([',', ';'])
         .next()
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    match rails.as_str() {
-        "application/json" | "text/x-json" | "application/jsonrequest" => return BodyKind::Json,
-        "application/xml" | "text/xml" | "application/x-xml" => return BodyKind::Xml,
-        _ => {}
-    }
-    // Rack: the same but only trailing white space trimmed; an empty type is no type.
-    let media_type = content_type
-        .split([',', ';'])
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_ascii_lowercase();
-    let form = match media_type.as_str() {
-        "" => inputs.method == "POST" && content_type.is_empty(),
-        "application/x-www-form-urlencoded" | "multipart/form-data" => true,
-        "multipart/related" | "multipart/mixed" => true,
-        _ => false,
-    };
-    if !form {
-        return BodyKind::Ignored;
-    }
-    match multipart::boundary(content_type) {
-        Ok(Some(boundary)) => BodyKind::Multipart(boundary),
-        // No boundary: Rack reads the body as a URL-encoded form.
-        Ok(None) => BodyKind::Form,
-        Err(multipart::Unreadable) => BodyKind::MultipartUnreadable,
+    match media_type.as_str() {
+        "application/json" | "text/x-json" | "application/jsonrequest" => BodyKind::Json,
+        "application/xml" | "text/xml" | "application/x-xml" => BodyKind::Xml,
+        "application/x-www-form-urlencoded"
+        | "multipart/form-data"
+        | "multipart/related"
+        | "multipart/mixed" => match multipart::boundary(content_type) {
+            Ok(Some(boundary)) => BodyKind::Multipart(boundary),
+            // No boundary: Rack reads the body as a URL-encoded form.
+            Ok(None) => BodyKind::Form,
+            Err(multipart::Unreadable) => BodyKind::MultipartUnreadable,
+        },
+        _ => BodyKind::Ignored,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
