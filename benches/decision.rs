@@ -82,6 +82,21 @@ fn decision_core(c: &mut Criterion) {
     group.bench_function("basic", |b| {
         b.iter(|| decide_with(black_box(&by_basic), &found, &settings, &policy))
     });
+    // A request as each Check gets it: its parameters not yet read.
+    let query_target = format!("/users/current.json?key={KEY}");
+    group.bench_function("api_key_query_unread", |b| {
+        b.iter(|| {
+            let request = Request::new("GET", black_box(&query_target));
+            decide_with(&request, &found, &settings, &policy)
+        })
+    });
+    group.bench_function("api_key_header_unread", |b| {
+        b.iter(|| {
+            let request = Request::new("GET", black_box("/issues.json?project_id=1&limit=25"))
+                .with_header("x-redmine-api-key", KEY);
+            decide_with(&request, &found, &settings, &policy)
+        })
+    });
     group.finish();
 }
 

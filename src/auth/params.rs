@@ -231,16 +231,40 @@ fn quick_absent(inputs: &Inputs<'_>) -> bool {
 /// encoded), a query past Rack 2's key space, or a body (multipart and form names too).
 fn reads_differ(inputs: &Inputs<'_>) -> bool {
     let query = inputs.query.as_bytes();
-    let lower = inputs.query.to_ascii_lowercase();
-    inputs.body.is_some()
-        || query.len() > RACK2_KEY_SPACE_LIMIT
-        || query.iter().any(|b| matches!(b, b';' | b'[' | b']'))
-        || lower.contains("%5b")
-        || lower.contains("%5d")
+    inputs.body.is_some() || query.contains(&b';') || !is_flat(query)
+}
+
+/// Whether no name can hold a bracket (none written, none encoded) and Rack 2's key space
+/// cannot be exceeded: then every release reads the parameters as flat name/value pairs.
+fn is_flat(text: &[u8]) -> bool {
+    text.len() <= RACK2_KEY_SPACE_LIMIT
+        && !text.iter().any(|b| matches!(b, b'[' | b']'))
+        && !text
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'5' && matches!(w[2], b'b' | b'B' | b'd' | b'D'))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether some release reads a parameter of one of `names` in `pair` (one `&`-separated
+/// piece of a query): after a `;` too, with its name percent-decoded and its brackets read as
+/// Rack 2 or 3 reads them.
+pub fn names_one_of(pair: &str, names: &[&str]) -> bool {
+    pair.split(';').any(|piece| {
+        let piece = piece.trim_start_matches(' ');
+        let raw = piece.split_once('=').map_or(piece, |(name, _)| name);
+        let Some(name) = unescape(raw.as_bytes())
+            .ok()
+            .and_then(|name| String::from_utf8(name).ok())
+        else {
+            return false;
+        };
+        [Rules::Rack2, RACK3]
+            .iter()
+            .any(|&rules| names.contains(&split_name(rules, &name, 0).0))
+    })
 }
 
 // --- Rack's rules -------------------------------------------------------------------------
@@ -531,6 +555,9 @@ fn read_pairs(text: &[u8], separators: &[u8], rules: Rules) -> Result<Params, Ma
     if text.len() > BYTESIZE_LIMIT || count_separators(text, separators) >= PARAMS_LIMIT {
         return Err(Malformed);
     }
+    if is_flat(text) {
+        return read_flat(text, separators);
+    }
     let mut tree = Tree::default();
     let mut seen = Occurrences::default();
     let mut rest = text;
@@ -558,6 +585,86 @@ fn read_pairs(text: &[u8], separators: &[u8], rules: Rules) -> Result<Params, Ma
         }
     }
     finish(tree, seen)
+}
+
+/// [`read_pairs`] for a text with no brackets: every name is a top-level key, the last value
+/// wins, and only the gate's names' values are kept (the hot path: `?key=...`).
+fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
+    let mut seen = Occurrences::default();
+    let mut last: [Option<Option<Vec<u8>>>; 4] = Default::default();
+    // Names whose last value is not UTF-8, which Rails refuses.
+    let mut not_utf8: Vec<Vec<u8>> = Vec::new();
+    for pair in pieces(text, separators) {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
+            None => (pair, None),
+        };
+        let name = unescape_cow(name)?;
+        let value = value.map(unescape_cow).transpose()?;
+        std::str::from_utf8(&name).map_err(|_| Malformed)?;
+        if name.is_empty() {
+            continue;
+        }
+        let utf8 = value
+            .as_deref()
+            .is_none_or(|v| std::str::from_utf8(v).is_ok());
+        if !utf8 && !not_utf8.iter().any(|n| *n == *name) {
+            not_utf8.push(name.to_vec());
+        } else if utf8 && !not_utf8.is_empty() {
+            not_utf8.retain(|n| *n != *name);
+        }
+        if let Some(tracked) = std::str::from_utf8(&name).ok().and_then(Name::of) {
+            let value = value.map(std::borrow::Cow::into_owned);
+            seen.note(tracked, Occurrence::Scalar(value.clone()));
+            last[tracked as usize] = Some(value);
+        }
+    }
+    if !not_utf8.is_empty() {
+        return Err(Malformed);
+    }
+    let mut params = Params::default();
+    for name in Name::ALL {
+        *params.slot_mut(name) = if seen.conflict(name) {
+            Slot::Conflict
+        } else {
+            match &last[name as usize] {
+                None => Slot::Absent,
+                Some(value) => Slot::Value(value_of(&Node::Leaf(value.clone()))),
+            }
+        };
+    }
+    Ok(params)
+}
+
+/// The pieces of `text` between separators, each separator followed by any spaces.
+fn pieces<'a>(text: &'a [u8], separators: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || loop {
+        let current = rest?;
+        let end = current
+            .iter()
+            .position(|b| separators.contains(b))
+            .unwrap_or(current.len());
+        rest = (end < current.len()).then(|| {
+            let mut tail = &current[end + 1..];
+            while let [b' ', after @ ..] = tail {
+                tail = after;
+            }
+            tail
+        });
+        if end > 0 {
+            return Some(&current[..end]);
+        }
+    })
+}
+
+/// [`unescape`], borrowing when there is nothing to decode.
+fn unescape_cow(text: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Malformed> {
+    if text.iter().any(|b| matches!(b, b'%' | b'+')) {
+        unescape(text).map(std::borrow::Cow::Owned)
+    } else {
+        Ok(std::borrow::Cow::Borrowed(text))
+    }
 }
 
 /// Stores one parameter, noting what each name the gate reads was set to.
@@ -900,6 +1007,25 @@ mod tests {
     }
 
     #[test]
+    fn credential_names_for_a_proxy_to_remove() {
+        let names = ["key", "access_token"];
+        for pair in [
+            "key=a",
+            "%6Bey=a",
+            "key[]=a",
+            "[key]=a",
+            "key]",
+            "x=1;key=a",
+            "x;  access_token=t",
+        ] {
+            assert!(names_one_of(pair, &names), "{pair}");
+        }
+        for pair in ["keys=a", "x=key", "monkey=1", "k%zzy=1", "ke+y=1"] {
+            assert!(!names_one_of(pair, &names), "{pair}");
+        }
+    }
+
+    #[test]
     fn any_release_fails_closed_where_they_differ() {
         let any = RedmineVersion::Any;
         assert_eq!(slot("x=1;key=junk", Name::Key, any), Ok(Slot::Unknown));
@@ -953,8 +1079,8 @@ mod tests {
         );
         assert_eq!(
             key("POST", "", b"key=k"),
-            text("k"),
-            "a POST with no type is a form"
+            Ok(Slot::Absent),
+            "Rails: no content type, no form, even for a POST"
         );
         assert_eq!(key("PUT", "", b"key=k"), Ok(Slot::Absent));
         assert_eq!(

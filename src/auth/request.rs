@@ -259,9 +259,10 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// The query's parameter names that Rack reads as one of `names` (`key`, `%6Bey`, `key[]`),
-    /// both as written and decoded, for a proxy to remove: whether it matches names before or
-    /// after decoding them, each is gone.
+    /// The query's parameter names that Rack reads as one of `names` (`key`, `%6Bey`, `key[]`,
+    /// `[key]`), both as written and decoded, for a proxy to remove: whether it matches names
+    /// before or after decoding them, each is gone. A proxy splits the query at `&` only, so
+    /// where Rack 2 finds a name after a `;` (`x=1;key=K`), the whole `&` piece's name goes.
     pub fn raw_parameter_names(&self, names: &[&str]) -> Vec<String> {
         let mut found: Vec<String> = Vec::new();
         for pair in self.raw_query.split('&') {
@@ -270,12 +271,7 @@ impl Request {
                 .next()
                 .map(|(name, _)| name.into_owned())
                 .unwrap_or_default();
-            let matches = names.iter().any(|name| {
-                decoded
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
-            });
-            if matches {
+            if params::names_one_of(pair, names) {
                 for name in [raw, decoded.as_str()] {
                     if !found.iter().any(|f| f == name) {
                         found.push(name.to_owned());
