@@ -400,6 +400,68 @@ mod tests {
         assert_eq!(select(map_twice).unwrap_err(), Reason::AmbiguousCredential);
     }
 
+    fn with_body(target: &str, content_type: &str, body: &'static str) -> Request {
+        let mut request = Request::new("POST", target)
+            .with_header("content-type", content_type)
+            .with_header("content-length", &body.len().to_string());
+        request.body = Some(crate::auth::request::RequestBody {
+            bytes: bytes::Bytes::from_static(body.as_bytes()),
+            partial: false,
+        });
+        request
+    }
+
+    #[test]
+    fn key_parameters_as_redmine_reads_them() {
+        let five = crate::auth::RedmineVersion::parse("5.0").unwrap();
+        let key = |request: Request| match select(request.with_redmine_version(five)) {
+            Ok(Credential::ApiKey(key, KeySource::Parameter)) => Ok(key.map(|k| k.0)),
+            Ok(_) => Ok(Some("<not a key parameter>".to_owned())),
+            Err(reason) => Err(reason),
+        };
+        // Rack 2 splits at `;` too: Redmine reads the wrong key and ignores the header's.
+        let semicolon =
+            Request::new("GET", "/x.json?x=1;key=junk").with_header("x-redmine-api-key", "good");
+        assert_eq!(key(semicolon), Ok(Some("junk".into())));
+        assert_eq!(
+            key(Request::new("GET", "/x.json?[key]=abc")),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(key(Request::new("GET", "/x.json?key[]=abc")), Ok(None));
+        assert_eq!(
+            key(Request::new("GET", "/x.json?key=abc&key=")),
+            Err(Reason::AmbiguousCredential)
+        );
+        assert_eq!(
+            key(Request::new("GET", "/x.json?a=%zz")),
+            Err(Reason::MalformedParameters)
+        );
+        // Body keys, over the header's; the query's over the body's.
+        let form = with_body(
+            "/x.json",
+            "application/x-www-form-urlencoded",
+            "key=frombody",
+        )
+        .with_header("x-redmine-api-key", "fromheader");
+        assert_eq!(key(form), Ok(Some("frombody".into())));
+        let json = with_body(
+            "/x.json?key=fromquery",
+            "application/json",
+            r#"{"key":"b"}"#,
+        );
+        assert_eq!(key(json), Ok(Some("fromquery".into())));
+        let number = with_body("/x.json", "application/json", r#"{"key":123}"#);
+        assert_eq!(key(number), Ok(Some("123".into())));
+        let xml = with_body("/x.json", "text/xml", "<key>fromxml</key>");
+        assert_eq!(key(xml), Ok(Some("fromxml".into())));
+        let tokens = with_body("/x.json", "application/json", r#"{"access_token":["t"]}"#);
+        assert_eq!(select(tokens).unwrap_err(), Reason::MalformedParameters);
+        // Releases disagree: the default fails closed.
+        let any =
+            Request::new("GET", "/x.json?x=1;key=junk").with_header("x-redmine-api-key", "good");
+        assert_eq!(select(any).unwrap_err(), Reason::AmbiguousCredential);
+    }
+
     #[test]
     fn credential_headers_in_every_spelling_rack_reads() {
         let spelled =
