@@ -477,7 +477,7 @@ def oracle() -> Oracle:
 def authz_oracle(oracle, start_authz) -> Authz:
     """The service on Redmine's own database (Redmine 5.0.4 schema, no OAuth tables)."""
     database = os.environ.get("REDMINE_ORACLE_DB", "redmine_oracle")
-    instance = start_authz(db_url(database), "oracle")
+    instance = start_authz(db_url(database), "oracle", extra=("--redmine-version", "5.0.4"))
     yield instance
     if instance._client:
         instance._client.close()

@@ -238,6 +238,8 @@ class CheckCall:
     context: dict[str, str] = field(default_factory=dict)
     raw: bool = False
     host: str = "redmine.example"
+    # The request body as Envoy's `with_request_body` sends it (with its Content-Length).
+    body: bytes | None = None
 
     def to_proto(self) -> external_auth_pb2.CheckRequest:
         request = external_auth_pb2.CheckRequest()
@@ -253,6 +255,14 @@ class CheckCall:
         http_request_.protocol = "HTTP/1.1"
         pseudo = [(":authority", self.host), (":method", self.method), (":path", self.path)]
         all_headers = pseudo + [(k.lower(), v) for k, v in self.headers]
+        if self.body is not None:
+            all_headers.append(("content-length", str(len(self.body))))
+            http_request_.size = len(self.body)
+            http_request_.raw_body = self.body
+            try:
+                http_request_.body = self.body.decode()
+            except UnicodeDecodeError:
+                pass
         if self.raw:
             for name, value in all_headers:
                 entry = http_request_.header_map.headers.add()

@@ -30,8 +30,8 @@ REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (SPEC 7)"
 AMBIGUOUS = "SPEC 4: two different values of a credential are ambiguous, 401"
 AMBIGUOUS_SPELLINGS = "SPEC 4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
 STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
-QUERY_KEY_ONLY = "SPEC 4: `key` from the query only; Redmine also reads the body"
 NOT_API = "SPEC 2: not an API request, so not gated: Redmine answers it"
+ANY_RELEASE = "R-PARAM-7: --redmine-version any fails closed where Redmine releases read a parameter differently"
 
 
 class Creds:
@@ -58,8 +58,11 @@ class Case:
     login: str | None = None  # the user when allowed (None: anonymous)
     gate: tuple[int, str | None] | None = None  # the gate's (status, login) where a named rule differs
     rule: str | None = None
-    body: bytes | None = None  # sent to Redmine; Envoy sends no body to the gate by default
+    body: bytes | None = None  # sent to Redmine, and to the gate as Envoy's with_request_body does
     bug: str | None = None  # a known service bug: the case states the right answer and xfails
+    # The default gate's answer (`--redmine-version any`) where it differs from 5.0.4's.
+    any_gate: tuple[int, str | None] | None = None
+    method: str = "GET"
 
     def params(self):
         marks = [pytest.mark.xfail(strict=True, reason=self.bug)] if self.bug else []
@@ -105,13 +108,44 @@ REST_ON = [
     # Redmine takes the last `key`; the gate refuses to guess.
     Case("key-param-twice-different", CURRENT + "?key={alice}&key={admin}", lambda c: [], 200, "admin",
          gate=(401, None), rule=AMBIGUOUS),
-    # Rails merges body parameters into params[:key]: Redmine authenticates the body's key,
-    # which the gate never sees (ext_authz sends no body unless with_request_body is set).
+    # -- the query as Rack 2 (Redmine 4.2 to 5.1) reads it: `;` separates too, brackets before a
+    # name are skipped; Rack 3 (Redmine 6) reads neither, so the default gate fails closed.
+    Case("query-semicolon-format", "/users/current?x=1;format=json&key={alice}", lambda c: [], 200, "alice"),
+    Case("query-semicolon-wrong-key-hides-header", CURRENT + "?x=1;key=junk", key_header("alice"), 401),
+    Case("query-leading-bracket-key", CURRENT + "?[key]={alice}", lambda c: [], 200, "alice",
+         any_gate=(401, None), rule=ANY_RELEASE),
+    Case("query-trailing-bracket-key", CURRENT + "?key]={alice}", lambda c: [], 200, "alice",
+         any_gate=(401, None), rule=ANY_RELEASE),
+    Case("query-array-key", CURRENT + "?key[]={alice}", key_header("admin"), 401),
+    Case("query-hash-key", CURRENT + "?key[a]={alice}", key_header("admin"), 401),
+    Case("query-key-without-value", CURRENT + "?key", key_header("admin"), 200, "admin"),
+    Case("query-encoded-key-name", CURRENT + "?k%65y={alice}", lambda c: [], 200, "alice"),
+    Case("query-blank-key-after-valid", CURRENT + "?key={alice}&key=", key_header("admin"), 200, "admin",
+         gate=(401, None), rule=AMBIGUOUS),
+    Case("query-type-conflict", CURRENT + "?a=1&a[b]=2", key_header("alice"), 400),
+    Case("query-bad-escape", CURRENT + "?a=%zz", key_header("alice"), 400),
+    # -- bodies: Rails merges the body's parameters into params[:key] and params[:format]
     Case("key-in-form-body-over-header-key", CURRENT,
          lambda c: key_header("alice")(c) + [("Content-Type", "application/x-www-form-urlencoded")],
-         200, "admin", gate=(200, "alice"), rule=QUERY_KEY_ONLY, body=b"key={admin}"),
+         200, "admin", body=b"key={admin}"),
+    Case("key-in-form-body-after-semicolon", CURRENT,
+         lambda c: key_header("alice")(c) + [("Content-Type", "application/x-www-form-urlencoded")],
+         200, "alice", body=b"x=1;key={admin}"),
     Case("key-in-json-body-only", CURRENT, lambda c: [("Content-Type", "application/json")],
-         200, "admin", gate=(401, None), rule=QUERY_KEY_ONLY, body=b'{{"key":"{admin}"}}'),
+         200, "admin", body=b'{{"key":"{admin}"}}'),
+    Case("key-in-json-body-query-wins", CURRENT + "?key={alice}", lambda c: [("Content-Type", "application/json")],
+         200, "alice", body=b'{{"key":"{admin}"}}'),
+    Case("format-in-json-body", "/users/current", lambda c: [("Content-Type", "application/json")],
+         200, "admin", body=b'{{"format":"json","key":"{admin}"}}'),
+    Case("key-in-xml-body-root", CURRENT, lambda c: key_header("alice")(c) + [("Content-Type", "application/xml")],
+         200, "admin", body=b"<key>{admin}</key>"),
+    Case("key-in-xml-body-nested", CURRENT, lambda c: key_header("alice")(c) + [("Content-Type", "application/xml")],
+         200, "alice", body=b"<user><key>{admin}</key></user>"),
+    Case("key-in-multipart-body", CURRENT,
+         lambda c: key_header("alice")(c) + [("Content-Type", "multipart/form-data; boundary=XyZ")],
+         200, "admin", body=b'--XyZ\r\nContent-Disposition: form-data; name="key"\r\n\r\n{admin}\r\n--XyZ--\r\n'),
+    Case("json-body-unparseable", CURRENT, lambda c: key_header("alice")(c) + [("Content-Type", "application/json")],
+         400, body=b"{{bad"),
     # -- paths Rails routes to the API although they do not end in .json/.xml literally
     Case("api-path-trailing-slash-key", CURRENT + "/?key={alice}", lambda c: [], 200, "alice"),
     Case("api-path-trailing-slash-anonymous", "/issues.json/", lambda c: [], 200, None, gate=(401, None),
@@ -267,8 +301,9 @@ def ask_redmine(oracle, path, headers, body=None) -> Answer:
     return Answer(response.status, login, response.header("www-authenticate"))
 
 
-def ask_gate(authz, path, headers) -> Answer:
-    response = authz.client.check(CheckCall(path=path, headers=headers, host="127.0.0.1:3000"))
+def ask_gate(authz, path, headers, body=None) -> Answer:
+    call = CheckCall(path=path, headers=headers, host="127.0.0.1:3000", body=body)
+    response = authz.client.check(call)
     challenge = None
     if response.status.code != 0:
         challenge = {h.header.key.lower(): h.header.value for h in response.denied_response.headers}.get(
@@ -277,14 +312,20 @@ def ask_gate(authz, path, headers) -> Answer:
     return Answer(http_status_of(response), ok_headers(response).get("x-auth-user-login"), challenge)
 
 
-def compare(case: Case, oracle, authz, creds: Creds, attachment: int | None = None):
+def compare(case: Case, oracle, authz, creds: Creds, attachment: int | None = None, authz_any=None):
     path = case.path.format(
         alice=creds.key("alice"), admin=creds.key("admin"), attachment=attachment
     )
     headers = case.headers(creds)
     body = case.body.decode().format(alice=creds.key("alice"), admin=creds.key("admin")).encode() if case.body else None
     redmine = ask_redmine(oracle, path, headers, body)
-    gate = ask_gate(authz, path, headers)
+    gate = ask_gate(authz, path, headers, body)
+    if authz_any is not None:
+        # The default gate (`--redmine-version any`): 5.0.4's answer, or a fail-closed one.
+        gate_any = ask_gate(authz_any, path, headers, body)
+        assert (gate_any.status, gate_any.login) == (case.any_gate or case.gate or (case.status, case.login)), (
+            f"the default gate answered {gate_any}"
+        )
 
     expected_gate = case.gate or (case.status, case.login)
     verdict = case.rule or "agree"
@@ -316,9 +357,23 @@ def creds(oracle) -> Creds:
     return Creds(oracle.creds)
 
 
+@pytest.fixture(scope="module")
+def authz_oracle_any(oracle, start_authz):
+    """The service on Redmine's database with the default `--redmine-version any`."""
+    import os
+
+    from peerlib import db_url
+
+    instance = start_authz(db_url(os.environ.get("REDMINE_ORACLE_DB", "redmine_oracle")), "oracle-any",
+                           extra=("--redmine-version", "any"))
+    yield instance
+    if instance._client:
+        instance._client.close()
+
+
 @pytest.mark.parametrize("case", [c.params() for c in REST_ON])
-def test_rest_api_on(case, oracle, authz_oracle, creds):
-    compare(case, oracle, authz_oracle, creds)
+def test_rest_api_on(case, oracle, authz_oracle, authz_oracle_any, creds):
+    compare(case, oracle, authz_oracle, creds, authz_any=authz_oracle_any)
 
 
 REPORT_JSON = b'{"report": "not an API answer"}\n'
