@@ -157,10 +157,13 @@ pub struct Inputs<'a> {
     /// The query string as sent, without the `?`.
     pub query: &'a str,
     pub method: &'a str,
-    /// The `content-type` header, when sent once.
+    /// The `content-type` header (the first, when sent more than once).
     pub content_type: Option<&'a str>,
     /// The `content-length` header, when sent once.
     pub content_length: Option<&'a str>,
+    /// `content-type` or `content-length` came more than once: which one a Rack server
+    /// passes on is not known.
+    pub headers_repeated: bool,
     pub body: Option<&'a RequestBody>,
 }
 
@@ -777,8 +780,8 @@ fn read_body(inputs: &Inputs<'_>, rules: Rules) -> Result<Vec<Params>, Malformed
     if kind == BodyKind::Ignored || body.bytes.is_empty() {
         return Ok(vec![Params::default()]);
     }
-    if body.partial {
-        // The rest of the body is unknown: so is anything it may set.
+    if body.partial || inputs.headers_repeated {
+        // The rest of the body, or its type, is unknown: so is anything it may set.
         return Ok(vec![unknown()]);
     }
     let bytes = &body.bytes[..];
@@ -1050,6 +1053,7 @@ mod tests {
                 method,
                 content_type: (!content_type.is_empty()).then_some(content_type),
                 content_length: Some(&length),
+                headers_repeated: false,
                 body: Some(&body),
             },
             REDMINE_5,
@@ -1113,6 +1117,7 @@ mod tests {
                     method: "POST",
                     content_type: Some("application/json"),
                     content_length: Some("34"),
+                    headers_repeated: false,
                     body: Some(&body),
                 },
                 REDMINE_5,
@@ -1130,11 +1135,26 @@ mod tests {
                 method: "POST",
                 content_type: Some("application/json"),
                 content_length: None,
+                headers_repeated: false,
                 body: Some(&body),
             },
             REDMINE_5,
         )
         .unwrap();
         assert_eq!(unsure.get(Name::Key), &Slot::Unknown);
+        // Two content types: which one the Rack server passes on is not known.
+        let twice = read(
+            &Inputs {
+                query: "",
+                method: "POST",
+                content_type: Some("application/json"),
+                content_length: Some("34"),
+                headers_repeated: true,
+                body: Some(&body),
+            },
+            REDMINE_5,
+        )
+        .unwrap();
+        assert_eq!(twice.get(Name::Key), &Slot::Unknown);
     }
 }

@@ -232,16 +232,21 @@ impl Request {
         let version = self.redmine_version();
         self.params
             .get_or_init(|| {
+                // In any spelling Rack reads as the header; sent twice, not read at all.
                 let once = |name| {
-                    let mut values = self.headers.get_all(name);
-                    values.next().filter(|_| values.next().is_none())
+                    let mut values = self.headers.spellings(name).map(|(_, value)| value);
+                    let first = values.next();
+                    (first, values.next().is_some())
                 };
+                let (content_type, content_type_repeated) = once("content-type");
+                let (content_length, content_length_repeated) = once("content-length");
                 params::read(
                     &Inputs {
                         query: &self.raw_query,
                         method: &self.method,
-                        content_type: once("content-type"),
-                        content_length: once("content-length"),
+                        content_type,
+                        content_length: content_length.filter(|_| !content_length_repeated),
+                        headers_repeated: content_type_repeated || content_length_repeated,
                         body: self.body.as_ref(),
                     },
                     version,

@@ -189,3 +189,31 @@ async fn header_map_requests_are_read_like_headers() {
         .await
         .assert_denied(401, "no_credential");
 }
+
+/// SPEC 4: the query as the configured Redmine's Rack reads it.
+#[tokio::test]
+async fn query_keys_as_each_redmine_release_reads_them() {
+    let semicolon =
+        || get("/users/current.json?x=1;key=junk").header("x-redmine-api-key", demo_key("alice"));
+    let bracket = || get(&format!("/users/current.json?[key]={}", demo_key("alice")));
+    // Redmine 5 (Rack 2) reads `key=junk` after the `;`, which hides the header's key.
+    let five = spawn_app(&["--redmine-version", "5.0"]).await;
+    five.check(semicolon())
+        .await
+        .assert_denied(401, "invalid_api_key");
+    five.check(bracket()).await.assert_user("alice", "api-key");
+    // Redmine 6 (Rack 3) splits at `&` only and reads `[key]` literally.
+    let six = spawn_app(&["--redmine-version", "6.1"]).await;
+    six.check(semicolon()).await.assert_user("alice", "api-key");
+    six.check(bracket())
+        .await
+        .assert_denied(401, "no_credential");
+    // The default reads as both and will not pick one.
+    let any = spawn_app(&[]).await;
+    any.check(semicolon())
+        .await
+        .assert_denied(401, "ambiguous_credential");
+    any.check(bracket())
+        .await
+        .assert_denied(401, "ambiguous_credential");
+}
