@@ -6,6 +6,7 @@
 //! ```text
 //! envoy::service  CheckRequest (gRPC) ──> envoy::parse ──> auth::Request
 //! gate::Gate      auth::classify ─> settings (REST switch) ─> auth::Credential::select
+//!                 (both read auth::params: query and body as the Redmine release reads them)
 //!                 ─> Directory lookups (store::Store: PostgreSQL) ─> auth::decide
 //! envoy::respond  auth::Decision ──> CheckResponse (allow + x-auth-* headers, or deny)
 //! ```

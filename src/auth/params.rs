@@ -617,9 +617,8 @@ fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
             not_utf8.retain(|n| *n != *name);
         }
         if let Some(tracked) = std::str::from_utf8(&name).ok().and_then(Name::of) {
-            let value = value.map(std::borrow::Cow::into_owned);
-            seen.note(tracked, Occurrence::Scalar(value.clone()));
-            last[tracked as usize] = Some(value);
+            seen.note_scalar(tracked, value.as_deref());
+            last[tracked as usize] = Some(value.map(std::borrow::Cow::into_owned));
         }
     }
     if !not_utf8.is_empty() {
@@ -630,9 +629,13 @@ fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
         *params.slot_mut(name) = if seen.conflict(name) {
             Slot::Conflict
         } else {
-            match &last[name as usize] {
+            match last[name as usize].take() {
                 None => Slot::Absent,
-                Some(value) => Slot::Value(value_of(&Node::Leaf(value.clone()))),
+                Some(None) => Slot::Value(Value::Nil),
+                // Checked UTF-8 above.
+                Some(Some(bytes)) => Slot::Value(Value::Text(
+                    String::from_utf8(bytes).map_err(|_| Malformed)?,
+                )),
             }
         };
     }
@@ -708,23 +711,41 @@ impl Occurrence {
     }
 }
 
+/// What each name the gate reads was set to: the first value, and whether another one
+/// differed from it or any was not blank.
 #[derive(Debug, Default)]
 struct Occurrences {
-    by_name: [Vec<Occurrence>; 4],
+    first: [Option<Occurrence>; 4],
+    differs: [bool; 4],
+    not_blank: [bool; 4],
 }
 
 impl Occurrences {
     fn note(&mut self, name: Name, occurrence: Occurrence) {
-        let seen = &mut self.by_name[name as usize];
-        if !seen.contains(&occurrence) {
-            seen.push(occurrence);
+        let i = name as usize;
+        self.not_blank[i] |= !occurrence.is_blank();
+        match &self.first[i] {
+            None => self.first[i] = Some(occurrence),
+            Some(first) => self.differs[i] |= *first != occurrence,
+        }
+    }
+
+    /// As [`Occurrences::note`] for a scalar, copying it only when it is the first.
+    fn note_scalar(&mut self, name: Name, value: Option<&[u8]>) {
+        let i = name as usize;
+        let blank = value.is_none_or(|v| std::str::from_utf8(v).is_ok_and(is_blank));
+        self.not_blank[i] |= !blank;
+        match &self.first[i] {
+            None => self.first[i] = Some(Occurrence::Scalar(value.map(<[u8]>::to_vec))),
+            Some(Occurrence::Scalar(first)) => self.differs[i] |= first.as_deref() != value,
+            Some(Occurrence::Nested) => self.differs[i] = true,
         }
     }
 
     /// Two different values of a credential, one of them not blank.
     fn conflict(&self, name: Name) -> bool {
-        let seen = &self.by_name[name as usize];
-        name.is_credential() && seen.len() > 1 && seen.iter().any(|o| !o.is_blank())
+        let i = name as usize;
+        name.is_credential() && self.differs[i] && self.not_blank[i]
     }
 }
 
