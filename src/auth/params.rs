@@ -978,7 +978,21 @@ mod tests {
         assert_eq!(key("[key]=abc"), Ok(Slot::Absent));
         assert_eq!(key("key]=abc"), Ok(Slot::Absent));
         assert_eq!(key("key[]=abc"), Ok(Slot::Value(Value::Other)));
+        assert_eq!(key("key%5B%5D=abc"), Ok(Slot::Value(Value::Other)));
+        assert_eq!(key("key[]"), Ok(Slot::Value(Value::Empty)));
+        assert_eq!(key("]key=abc"), Ok(Slot::Absent));
+        assert_eq!(
+            key("key[=abc"),
+            Ok(Slot::Absent),
+            "`key[` is a name of its own"
+        );
+        assert_eq!(key("k%65y=abc"), text("abc"));
         assert_eq!(key("x=1&  key=abc"), text("abc"));
+        // Nesting and conflicts as Rack 3.1 reads them.
+        assert_eq!(query("a=1&a[b]=2", REDMINE_6), Err(Malformed));
+        assert_eq!(query("a[]=1&a[b]=2", REDMINE_6), Err(Malformed));
+        assert!(query("a[][b]=1&a[][b]=2&a[][]=3", REDMINE_6).is_ok());
+        assert_eq!(key("key[a][]=1&key[a][]=2"), Ok(Slot::Value(Value::Other)));
         // Depth: Redmine 6 (Rack 3.1) stops at 32, 7.0 (Rails 8.1) at 100.
         let deep = format!("a{}=1", "[b]".repeat(40));
         assert_eq!(query(&deep, REDMINE_6), Err(Malformed));
