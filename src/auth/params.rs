@@ -1,4 +1,4 @@
-//! The parameters Redmine reads (SPEC 4): `key`, `access_token`, `bearer_token` and `format`,
+//! The parameters Redmine reads (`R-PARAM`, docs/decisions.md): `key`, `access_token`, `bearer_token` and `format`,
 //! from the query as Rack parses it and from the bodies Rails parses, merged as Rails merges
 //! them (the query wins over the body). Facts per Redmine release: `REDMINE-FACTS.md`
 //! section 2.
@@ -50,7 +50,7 @@ impl Name {
         Self::ALL.into_iter().find(|n| n.as_str() == name)
     }
 
-    /// A credential: two different values of it are ambiguous (SPEC 4), where Rack keeps
+    /// A credential: two different values of it are ambiguous (`R-PARAM-2`), where Rack keeps
     /// the last one.
     fn is_credential(self) -> bool {
         self != Self::Format

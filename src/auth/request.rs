@@ -226,7 +226,7 @@ impl Request {
         self.redmine.get().copied().unwrap_or_default()
     }
 
-    /// `key`, `access_token`, `bearer_token` and `format` as Redmine reads them (SPEC 4), from
+    /// `key`, `access_token`, `bearer_token` and `format` as Redmine reads them (`R-PARAM`), from
     /// the query and the body; `Err` where Rack or Rails would raise.
     pub fn params(&self) -> Result<&Params, Malformed> {
         let version = self.redmine_version();

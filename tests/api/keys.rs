@@ -190,7 +190,7 @@ async fn header_map_requests_are_read_like_headers() {
         .assert_denied(401, "no_credential");
 }
 
-/// SPEC 4: the query as the configured Redmine's Rack reads it.
+/// `R-PARAM-1`: the query as the configured Redmine's Rack reads it.
 #[tokio::test]
 async fn query_keys_as_each_redmine_release_reads_them() {
     let semicolon =

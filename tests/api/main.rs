@@ -19,7 +19,7 @@ mod key_filter; // the API key filter against floods of random keys
 mod keys; // SPEC 4 and 5, API keys
 mod malformed; // SPEC 8: no panic, no hang, no allow
 mod oauth; // SPEC 5, bearer tokens
-mod params_oracle; // SPEC 4: parameters against Rack and Rails (Ruby)
+mod params_oracle; // R-PARAM: parameters against Rack and Rails (Ruby)
 mod properties; // SPEC 8: never allowed as somebody, parsers never panic (no database)
 mod server; // health, reflection, shutdown, database outage
 mod switch_user; // SPEC 6

@@ -3,7 +3,7 @@
 //! Rails 6.1, actionpack-xml_parser), over generated queries and bodies. One long-lived Ruby
 //! process (tests/ruby/params_oracle.rb) answers every case, one JSON line each.
 //!
-//! What must hold (SPEC 4): where Rails reads a value, the gate reads the same one, or fails
+//! What must hold (`R-PARAM`): where Rails reads a value, the gate reads the same one, or fails
 //! closed (an ambiguous credential, an unknown parameter, a 400); where Rack or Rails raise,
 //! the gate denies 400 for queries and forms (modelled exactly); for JSON, XML and multipart
 //! bodies it may read what Rails refuses (Redmine then answers 400 and acts as nobody).
@@ -145,7 +145,7 @@ fn agrees(slot: &Slot, rails: &serde_json::Value) -> bool {
         Slot::Value(Value::Text(text)) => kind == "text" && rails["text"] == **text,
         Slot::Value(Value::Empty) => kind == "empty",
         Slot::Value(Value::Other) => kind == "other",
-        // Deliberate (SPEC 4): a credential sent twice differently is ambiguous.
+        // Deliberate (`R-PARAM-2`): a credential sent twice differently is ambiguous.
         Slot::Conflict => kind != "absent",
         Slot::Unknown => true,
     }
