@@ -231,10 +231,13 @@ fn quick_absent(inputs: &Inputs<'_>) -> bool {
 }
 
 /// Whether Rack 2 and Rack 3 could read the request differently: `;`, brackets (also
-/// encoded), a query past Rack 2's key space, or a body (multipart and form names too).
+/// encoded), a query past Rack 2's key space, or a body Rails reads.
 fn reads_differ(inputs: &Inputs<'_>) -> bool {
     let query = inputs.query.as_bytes();
-    inputs.body.is_some() || query.contains(&b';') || !is_flat(query)
+    let body_read = inputs
+        .body
+        .is_some_and(|body| !body.bytes.is_empty() && body_kind(inputs) != BodyKind::Ignored);
+    body_read || query.contains(&b';') || !is_flat(query)
 }
 
 /// Whether no name can hold a bracket (none written, none encoded) and Rack 2's key space
