@@ -566,29 +566,11 @@ fn read_pairs(text: &[u8], separators: &[u8], rules: Rules) -> Result<Params, Ma
     }
     let mut tree = Tree::default();
     let mut seen = Occurrences::default();
-    let mut rest = text;
-    loop {
-        let end = rest
-            .iter()
-            .position(|b| separators.contains(b))
-            .unwrap_or(rest.len());
-        let pair = &rest[..end];
-        if !pair.is_empty() {
-            let (name, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
-                None => (pair, None),
-            };
-            let name = String::from_utf8(unescape(name)?).map_err(|_| Malformed)?;
-            let value = value.map(unescape).transpose()?;
-            store(rules, &mut tree, &mut seen, &name, Node::Leaf(value))?;
-        }
-        if end == rest.len() {
-            break;
-        }
-        rest = &rest[end + 1..];
-        while let [b' ', tail @ ..] = rest {
-            rest = tail;
-        }
+    for pair in pieces(text, separators) {
+        let (name, value) = split_pair(pair);
+        let name = String::from_utf8(unescape(name)?).map_err(|_| Malformed)?;
+        let value = value.map(unescape).transpose()?;
+        store(rules, &mut tree, &mut seen, &name, Node::Leaf(value))?;
     }
     finish(tree, seen)
 }
@@ -601,10 +583,7 @@ fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
     // Names whose last value is not UTF-8, which Rails refuses.
     let mut not_utf8: Vec<Vec<u8>> = Vec::new();
     for pair in pieces(text, separators) {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
-            None => (pair, None),
-        };
+        let (name, value) = split_pair(pair);
         let name = unescape_cow(name)?;
         let value = value.map(unescape_cow).transpose()?;
         std::str::from_utf8(&name).map_err(|_| Malformed)?;
@@ -665,6 +644,14 @@ fn pieces<'a>(text: &'a [u8], separators: &'a [u8]) -> impl Iterator<Item = &'a 
             return Some(&current[..end]);
         }
     })
+}
+
+/// A piece's name and value: split at the first `=`; no `=` is a nil value.
+fn split_pair(pair: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
+        None => (pair, None),
+    }
 }
 
 /// [`unescape`], borrowing when there is nothing to decode.
