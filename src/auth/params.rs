@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use super::body::BodyFormat;
 use super::credentials::is_blank;
 use super::request::{Format, RequestBody};
 use super::version::RedmineVersion;
@@ -862,35 +863,27 @@ enum BodyKind {
     Ignored,
 }
 
-/// Which parser reads the body: Rails' JSON and XML parsers by `Content-Type`, else Rack's
-/// form parsers. Rails decides what a form is by the same reading of the type, so a POST
-/// with no content type (a form to Rack alone) is not one.
+/// Which parser reads the body, by `Content-Type` as Rails reads it ([`BodyFormat`]). Rails
+/// decides what a form is by the same reading, so a request with no content type (a POST is
+/// a form to Rack alone) has no body parameters.
 fn body_kind(inputs: &Inputs<'_>) -> BodyKind {
     let Some(content_type) = inputs.content_type else {
         return BodyKind::Ignored;
     };
-    // Rails: up to the first `,` or `;`, stripped, lower-cased.
-    let media_type = content_type
-        .split([',', ';'])
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match media_type.as_str() {
-        "application/json" | "text/x-json" | "application/jsonrequest" => BodyKind::Json,
-        "application/xml" | "text/xml" | "application/x-xml" => BodyKind::Xml,
-        "application/x-www-form-urlencoded"
-        | "multipart/form-data"
-        | "multipart/related"
-        | "multipart/mixed" => match multipart::boundary(content_type) {
+    match BodyFormat::from_content_type(content_type) {
+        Some(BodyFormat::Json) => BodyKind::Json,
+        Some(BodyFormat::Xml) => BodyKind::Xml,
+        Some(BodyFormat::Form) => BodyKind::Form,
+        Some(BodyFormat::Multipart) => match multipart::boundary(content_type) {
             Ok(Some(boundary)) => BodyKind::Multipart(boundary),
             // No boundary: Rack reads the body as a URL-encoded form.
             Ok(None) => BodyKind::Form,
             Err(multipart::Unreadable) => BodyKind::MultipartUnreadable,
         },
-        _ => BodyKind::Ignored,
+        None => BodyKind::Ignored,
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
