@@ -792,8 +792,12 @@ fn read_body(inputs: &Inputs<'_>, rules: Rules) -> Result<Vec<Params>, Malformed
     if kind == BodyKind::Ignored || body.bytes.is_empty() {
         return Ok(vec![Params::default()]);
     }
-    if body.partial || inputs.headers_repeated {
-        // The rest of the body, or its type, is unknown: so is anything it may set.
+    if body.partial {
+        return Ok(vec![credentials_unknown()]);
+    }
+    if inputs.headers_repeated {
+        // Which type or length the Rack server passes on is unknown: so is anything the body
+        // may set.
         return Ok(vec![unknown()]);
     }
     let bytes = &body.bytes[..];
@@ -818,7 +822,7 @@ fn read_body(inputs: &Inputs<'_>, rules: Rules) -> Result<Vec<Params>, Malformed
         }
         BodyKind::Multipart(boundary) => {
             let Some(fields) = multipart::fields(bytes, &boundary)? else {
-                return Ok(vec![unknown()]);
+                return Ok(vec![credentials_unknown()]);
             };
             let (mut tree, mut seen) = (Tree::default(), Occurrences::default());
             for field in fields {
@@ -830,7 +834,7 @@ fn read_body(inputs: &Inputs<'_>, rules: Rules) -> Result<Vec<Params>, Malformed
             }
             Ok(vec![finish(tree, seen)?])
         }
-        BodyKind::MultipartUnreadable => Ok(vec![unknown()]),
+        BodyKind::MultipartUnreadable => Ok(vec![credentials_unknown()]),
         BodyKind::Ignored => unreachable!("returned above"),
     }
 }
@@ -839,6 +843,17 @@ fn unknown() -> Params {
     Params {
         slots: std::array::from_fn(|_| Slot::Unknown),
     }
+}
+
+/// A body the gate cannot read whole (cut by the proxy) or in a shape it does not model
+/// (multipart): the credentials it may hold are unknown, so a gated request fails closed
+/// (413 for a cut body, `R-PARAM-5`; else ambiguous). A `format` in it is not looked for: a
+/// web form's large upload must not become a gated request, and an API request Redmine finds
+/// there only is one the gate does not vouch for (no identity headers), as for the web UI.
+fn credentials_unknown() -> Params {
+    let mut params = unknown();
+    *params.slot_mut(Name::Format) = Slot::Absent;
+    params
 }
 
 /// Ruby's `to_i` of a `Content-Length`: leading digits, else 0.
@@ -1174,5 +1189,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(twice.get(Name::Key), &Slot::Unknown);
+        // A body the proxy cut: its credentials are unknown, a format in it is not looked for.
+        let cut = RequestBody {
+            bytes: body.bytes.clone(),
+            partial: true,
+        };
+        let cut = read(
+            &Inputs {
+                query: "",
+                method: "POST",
+                content_type: Some("application/json"),
+                content_length: Some("99999"),
+                headers_repeated: false,
+                body: Some(&cut),
+            },
+            REDMINE_5,
+        )
+        .unwrap();
+        assert_eq!(cut.get(Name::Key), &Slot::Unknown);
+        assert_eq!(cut.format(), Ok(None));
     }
 }

@@ -171,10 +171,22 @@ fn compare(case: &Case) -> Result<(), TestCaseError> {
             "Rails raises {error}, the gate reads {params:?}: {case:?}"
         ),
         (Ok(params), Rails::Params(rails)) => {
+            // A body the gate cannot model: credentials unknown, no format looked for
+            // (R-PARAM-7).
+            let body_only = Case {
+                query: String::new(),
+                ..case.clone()
+            };
+            let unmodelled = !case.exact
+                && body_only
+                    .request(RedmineVersion::parse("5.0.4").expect("valid"))
+                    .params()
+                    .is_ok_and(|p| *p.get(Name::Key) == Slot::Unknown);
             for name in Name::ALL {
                 let slot = params.get(name);
+                let skipped = unmodelled && name == Name::Format && *slot == Slot::Absent;
                 prop_assert!(
-                    agrees(slot, &rails[name.as_str()]),
+                    skipped || agrees(slot, &rails[name.as_str()]),
                     "{}: gate {slot:?}, Rails {}: {case:?}",
                     name.as_str(),
                     rails[name.as_str()]
