@@ -42,8 +42,8 @@ pub struct DecisionArgs {
     #[arg(long, env = "AUTHZ_REDMINE_TIMEZONE", value_name = "ZONE")]
     pub redmine_timezone: Option<String>,
     /// The Redmine release behind the gate (`MAJOR.MINOR[.PATCH]`, from 4.2): requests are read
-    /// as it reads them (query separators, parameter names). `any`: read as every release
-    /// reads them, and fail closed where they differ.
+    /// as it reads them (query separators, parameter names, routes' formats). `any`: read as
+    /// every release reads them, and fail closed where they differ.
     #[arg(
         long,
         env = "AUTHZ_REDMINE_VERSION",

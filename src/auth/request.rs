@@ -395,4 +395,16 @@ mod tests {
         });
         assert_eq!(posted.format(), Some(Format::Xml));
     }
+
+    #[test]
+    fn the_configured_release_reaches_the_routes() {
+        let download = |version: &str| {
+            Request::new("GET", "/attachments/download/1/report.pdf?format=json")
+                .with_redmine_version(RedmineVersion::parse(version).unwrap())
+                .format()
+        };
+        assert_eq!(download("5.0"), Some(Format::Json));
+        assert_eq!(download("6.1"), None);
+        assert_eq!(download("any"), Some(Format::Json));
+    }
 }

@@ -1,6 +1,7 @@
 //! Which Redmine the gate reads requests for (`--redmine-version`). Redmine releases read the
 //! same request differently: Redmine 4.2 to 5.1 parse parameters with Rack 2, 6.x with Rack 3,
-//! 7.0 with Rails 8.1's own parser (`REDMINE-FACTS.md` section 2).
+//! 7.0 with Rails 8.1's own parser (`params`), and some routes fix their format to HTML from
+//! 5.1.8 or 6.0 on (`routes`). docs/redmine-facts.md has the facts per release.
 
 /// The Redmine release whose reading the gate follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
