@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: unit and integration tests (real PostgreSQL and Redis, Ruby's Rack and Rails
-# parsers as the oracle for parameters), the Helm chart and mesh manifests, then the peer tests (real Envoy, real Redmine 5.0.4, official Envoy protos).
+# parsers as the oracle for parameters), the Helm chart and mesh manifests, then the peer tests
+# (real Envoy, real Redmine 5.0.4, official Envoy protos).
 # Brings up and installs what it needs on a fresh machine.
 #   scripts/test.sh            everything
 #   scripts/test.sh --no-peers `cargo test` and the chart only
