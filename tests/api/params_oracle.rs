@@ -136,9 +136,15 @@ fn ask(oracle: &Mutex<Oracle>, case: &Case) -> Option<Rails> {
     })
 }
 
-/// Whether the gate's slot is what Rails holds, or a fail-closed reading of it.
+/// Whether the gate's slot is what Rails holds (and as present, Ruby's `present?`), or a
+/// fail-closed reading of it.
 fn agrees(slot: &Slot, rails: &serde_json::Value) -> bool {
     let kind = rails["kind"].as_str().unwrap_or_default();
+    if let Slot::Value(value) = slot {
+        if rails["present"].as_bool() != Some(value.is_present()) {
+            return false;
+        }
+    }
     match slot {
         Slot::Absent => kind == "absent",
         Slot::Value(Value::Nil) => kind == "nil",
@@ -277,6 +283,10 @@ fn pair() -> impl Strategy<Value = String> {
         "%E2%82%AC",
         "x=y",
         "j%73on",
+        "%C2%A0",
+        "%E3%80%80",
+        "%0B",
+        "%E2%80%8B",
     ]);
     (name, prop::option::of(value)).prop_map(|(name, value)| match value {
         Some(value) => format!("{name}={value}"),

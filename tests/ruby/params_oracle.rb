@@ -7,7 +7,8 @@
 # Request:  {"query": "...", "method": "POST", "content_type": "..." or null,
 #            "content_length": "..." or null, "body": base64 or null}
 # Answer:   {"error": "ClassName"} when Rack or Rails raise, else
-#           {"params": {"key": {"kind": "absent"|"nil"|"text"|"empty"|"other", "text": "..."}, ...}}
+#           {"params": {"key": {"kind": "absent"|"nil"|"text"|"empty"|"other", "text": "...",
+#                               "present": true|false}, ...}}
 #
 # It reads parameters the way Redmine 5.0.4 does: Debian's Rails 6.1 (ActionDispatch::Request
 # #parameters), Rack 2.2, and actionpack-xml_parser registered as Redmine's Gemfile does.
@@ -27,6 +28,10 @@ def describe(params, name)
   return { "kind" => "absent" } unless params.key?(name)
 
   value = params[name]
+  kind(value).merge("present" => value.present?)
+end
+
+def kind(value)
   case value
   when nil, false then { "kind" => "nil" }
   when String then { "kind" => "text", "text" => value }
