@@ -183,13 +183,21 @@ pub fn read(inputs: &Inputs<'_>, version: RedmineVersion) -> Result<Params, Malf
     };
     let mut agreed: Option<Params> = None;
     for &rule in rules {
-        let query = read_pairs(
+        let mut query = read_pairs(
             inputs.query.as_bytes(),
             QUERY_SEPARATORS[rule.query_separators()],
             rule,
         )?;
-        for body in read_body(inputs, rule)? {
-            let merged = merge(&query, &body);
+        let bodies = read_body(inputs, rule)?;
+        let readings = bodies.len();
+        for (i, body) in bodies.into_iter().enumerate() {
+            // The query is moved into the last merge, copied only for a second reading.
+            let query = if i + 1 == readings {
+                std::mem::take(&mut query)
+            } else {
+                query.clone()
+            };
+            let merged = merge(query, body);
             agreed = Some(match agreed {
                 None => merged,
                 Some(mut known) => {
@@ -207,14 +215,14 @@ pub fn read(inputs: &Inputs<'_>, version: RedmineVersion) -> Result<Params, Malf
 }
 
 /// Rails' merge: a name in the query hides the body's, even with a blank or nil value.
-fn merge(query: &Params, body: &Params) -> Params {
-    let mut merged = body.clone();
+fn merge(mut query: Params, mut body: Params) -> Params {
     for name in Name::ALL {
-        if *query.get(name) != Slot::Absent {
-            *merged.slot_mut(name) = query.get(name).clone();
+        let slot = std::mem::take(query.slot_mut(name));
+        if slot != Slot::Absent {
+            *body.slot_mut(name) = slot;
         }
     }
-    merged
+    body
 }
 
 /// Most Checks have no body, and a query with no name the gate reads and nothing Rack could
@@ -579,8 +587,11 @@ fn read_pairs(text: &[u8], separators: &[u8], rules: Rules) -> Result<Params, Ma
 /// [`read_pairs`] for a text with no brackets: every name is a top-level key, the last value
 /// wins, and only the gate's names' values are kept (the hot path: `?key=...`).
 fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
-    let mut seen = Occurrences::default();
+    // Each tracked name's first value, its last when set again, and what the ambiguity rule
+    // needs (`Occurrences`, without copying a value).
+    let mut first: [Option<Option<Vec<u8>>>; 4] = Default::default();
     let mut last: [Option<Option<Vec<u8>>>; 4] = Default::default();
+    let (mut differs, mut not_blank) = ([false; 4], [false; 4]);
     // Names whose last value is not UTF-8, which Rails refuses.
     let mut not_utf8: Vec<Vec<u8>> = Vec::new();
     for pair in pieces(text, separators) {
@@ -600,8 +611,16 @@ fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
             not_utf8.retain(|n| *n != *name);
         }
         if let Some(tracked) = std::str::from_utf8(&name).ok().and_then(Name::of) {
-            seen.note_scalar(tracked, value.as_deref());
-            last[tracked as usize] = Some(value.map(std::borrow::Cow::into_owned));
+            let i = tracked as usize;
+            let value = value.map(std::borrow::Cow::into_owned);
+            not_blank[i] |= !Occurrence::is_blank_value(value.as_deref());
+            match &first[i] {
+                None => first[i] = Some(value),
+                Some(seen) => {
+                    differs[i] |= seen.as_deref() != value.as_deref();
+                    last[i] = Some(value);
+                }
+            }
         }
     }
     if !not_utf8.is_empty() {
@@ -609,10 +628,11 @@ fn read_flat(text: &[u8], separators: &[u8]) -> Result<Params, Malformed> {
     }
     let mut params = Params::default();
     for name in Name::ALL {
-        *params.slot_mut(name) = if seen.conflict(name) {
+        let i = name as usize;
+        *params.slot_mut(name) = if name.is_credential() && differs[i] && not_blank[i] {
             Slot::Conflict
         } else {
-            match last[name as usize].take() {
+            match last[i].take().or_else(|| first[i].take()) {
                 None => Slot::Absent,
                 Some(None) => Slot::Value(Value::Nil),
                 // Checked UTF-8 above.
@@ -695,10 +715,14 @@ enum Occurrence {
 impl Occurrence {
     fn is_blank(&self) -> bool {
         match self {
-            Self::Scalar(None) => true,
-            Self::Scalar(Some(bytes)) => std::str::from_utf8(bytes).is_ok_and(is_blank),
+            Self::Scalar(value) => Self::is_blank_value(value.as_deref()),
             Self::Nested => false,
         }
+    }
+
+    /// A nil value, or a blank string (Ruby's `blank?`).
+    fn is_blank_value(value: Option<&[u8]>) -> bool {
+        value.is_none_or(|v| std::str::from_utf8(v).is_ok_and(is_blank))
     }
 }
 
@@ -718,18 +742,6 @@ impl Occurrences {
         match &self.first[i] {
             None => self.first[i] = Some(occurrence),
             Some(first) => self.differs[i] |= *first != occurrence,
-        }
-    }
-
-    /// As [`Occurrences::note`] for a scalar, copying it only when it is the first.
-    fn note_scalar(&mut self, name: Name, value: Option<&[u8]>) {
-        let i = name as usize;
-        let blank = value.is_none_or(|v| std::str::from_utf8(v).is_ok_and(is_blank));
-        self.not_blank[i] |= !blank;
-        match &self.first[i] {
-            None => self.first[i] = Some(Occurrence::Scalar(value.map(<[u8]>::to_vec))),
-            Some(Occurrence::Scalar(first)) => self.differs[i] |= first.as_deref() != value,
-            Some(Occurrence::Nested) => self.differs[i] = true,
         }
     }
 

@@ -232,8 +232,12 @@ impl Request {
         let version = self.redmine_version();
         self.params
             .get_or_init(|| {
-                // In any spelling Rack reads as the header; sent twice, not read at all.
+                // In any spelling Rack reads as the header; sent twice, not read at all. Only a
+                // body needs them: most Checks have none, and skip the header scans.
                 let once = |name| {
+                    if self.body.is_none() {
+                        return (None, false);
+                    }
                     let mut values = self.headers.spellings(name).map(|(_, value)| value);
                     let first = values.next();
                     (first, values.next().is_some())
