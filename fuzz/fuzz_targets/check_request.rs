@@ -1,5 +1,5 @@
 //! Arbitrary bytes as Envoy's `CheckRequest`: decode, parse, classify, pick the credential
-//! and render the answer. Nothing may panic, and the rendered answer must keep SPEC 7's
+//! and render the answer. Nothing may panic, and the rendered answer must keep R-DENY-1's and R-ALLOW-3's
 //! promises whatever the request carried.
 #![no_main]
 

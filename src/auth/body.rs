@@ -1,5 +1,5 @@
 //! Request bodies as Rails reads them: which ones it parses into `params` (and so may take a
-//! `key` or a `format` from), and whether the gate saw enough of one to know (SPEC 4).
+//! `key` or a `format` from), and whether the gate saw enough of one to know (R-PARAM-5).
 
 use super::decision::Reason;
 use super::request::{Headers, Request};

@@ -1,4 +1,4 @@
-//! Which requests the gate checks at all (SPEC 2).
+//! Which requests the gate checks at all (`R-GATE` in docs/decisions.md).
 
 use super::request::{Request, RouteMode};
 use super::routes::may_be_rewritten;

@@ -1,4 +1,4 @@
-//! Picking the one credential a request carries (SPEC 4) and parsing it into types that are
+//! Picking the one credential a request carries (`R-CRED` in docs/decisions.md) and parsing it into types that are
 //! valid by construction.
 
 use std::fmt;
@@ -152,7 +152,7 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// Picks the credential by SPEC 4's precedence. The first one present decides; a request
+    /// Picks the credential by R-CRED-1's precedence. The first one present decides; a request
     /// whose credential is ambiguous or unreadable is an error, never a guess.
     pub fn select(request: &Request) -> Result<Self, Reason> {
         for header in [API_KEY_HEADER, AUTHORIZATION] {

@@ -1,4 +1,4 @@
-//! The decision table (SPEC 5 and 6): lookup results in, a decision out. Pure and
+//! The decision table (`R-KEY`, `R-BEARER`, `R-BASIC`, `R-SWITCH` in docs/decisions.md): lookup results in, a decision out. Pure and
 //! synchronous; the lookups themselves happen in [`crate::gate`].
 
 use chrono::{DateTime, Utc};

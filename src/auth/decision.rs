@@ -254,7 +254,7 @@ impl Decision {
 }
 
 impl Deny {
-    /// The status, challenge and retry hint each reason is answered with (SPEC 7).
+    /// The status, challenge and retry hint each reason is answered with (R-DENY-2).
     pub fn new(reason: Reason, format: Format) -> Self {
         use Challenge::*;
         use DenyStatus::*;

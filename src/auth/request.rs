@@ -15,7 +15,7 @@ pub enum Format {
     Xml,
 }
 
-/// How a route is gated, from the Envoy context extension `redmine_authz_mode` (SPEC 2.4).
+/// How a route is gated, from the Envoy context extension `redmine_authz_mode` (R-GATE-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMode {
     /// Gate the request as an API request.

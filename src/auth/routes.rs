@@ -1,4 +1,4 @@
-//! The format a request's path gives it, as Redmine's router reads the path (SPEC 2.1).
+//! The format a request's path gives it, as Redmine's router reads the path (R-GATE-1, `R-ROUTE`).
 //!
 //! Rails routes `/issues.json` with the extension as `params[:format]`, and a format from the
 //! path wins over a `format` parameter. A few of Redmine's routes end in a parameter that takes

@@ -1,4 +1,4 @@
-//! [`Decision`] -> `CheckResponse` (SPEC 7). The RPC always succeeds; the verdict is in
+//! [`Decision`] -> `CheckResponse` (`R-ALLOW`, `R-DENY` in docs/decisions.md). The RPC always succeeds; the verdict is in
 //! `status` and the HTTP response Envoy should produce or modify.
 
 use prost::bytes::Bytes;

@@ -1,4 +1,4 @@
-//! Throttling failed authentication (SPEC 7, 429): per client address and per Basic login,
+//! Throttling failed authentication (`R-THROTTLE` in docs/decisions.md): per client address and per Basic login,
 //! in fixed windows aligned to the clock (window n spans n × length to (n + 1) × length), so
 //! that every replica counts in the same window without agreeing on when it started. The
 //! check reads only in-process state, so it costs no I/O on the hot path; each failure is

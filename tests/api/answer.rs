@@ -1,4 +1,4 @@
-//! SPEC 7: the shape of allow and deny answers.
+//! R-ALLOW, R-DENY: the shape of allow and deny answers.
 
 use redmine_authz::envoy::proto::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use redmine_authz::envoy::proto::envoy::service::auth::v3::check_response::HttpResponse;

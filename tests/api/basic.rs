@@ -1,4 +1,4 @@
-//! SPEC 5, HTTP Basic: passwords, keys in Basic, 2FA, must-change-password, LDAP.
+//! R-BASIC, R-LOGIN, HTTP Basic: passwords, keys in Basic, 2FA, must-change-password, LDAP.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! SPEC 4: request bodies. Rails reads `key` from the bodies it parses (forms, multipart, JSON,
+//! R-PARAM: request bodies. Rails reads `key` from the bodies it parses (forms, multipart, JSON,
 //! XML); a body of those types the gate did not see whole is denied 413, never guessed at.
 
 use crate::helpers::*;

@@ -1,4 +1,4 @@
-//! SPEC 2 (which requests are gated) and 3 (the REST API switch).
+//! R-GATE (which requests are gated) and R-REST (the REST API switch).
 
 use std::time::Duration;
 

@@ -409,7 +409,7 @@ pub async fn http_get(port: u16, path: &str) -> String {
     body
 }
 
-/// A decoded answer with assertions that read like SPEC's table.
+/// A decoded answer with assertions that read like R-DENY-2's table.
 #[derive(Debug)]
 pub struct Verdict(pub CheckResponse);
 

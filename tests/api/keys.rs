@@ -1,4 +1,4 @@
-//! SPEC 4 (choosing the credential) and 5 (API keys).
+//! R-CRED (choosing the credential) and R-KEY (API keys).
 
 use crate::helpers::*;
 

@@ -1,4 +1,4 @@
-//! SPEC 8: malformed input ends in a deny, never a panic, a hang or an allow.
+//! R-NEVER-3, R-LIMIT: malformed input ends in a deny, never a panic, a hang or an allow.
 
 use bytes::Bytes;
 use prost::Message as _;

@@ -1,4 +1,4 @@
-//! SPEC 5, OAuth2 bearer tokens from Redmine's Doorkeeper.
+//! R-BEARER, OAuth2 bearer tokens from Redmine's Doorkeeper.
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 

@@ -1,5 +1,5 @@
 //! Properties over generated requests, with no database: a `Gate` over a directory that
-//! knows nobody must never let anyone in as somebody (SPEC 8: "never answer allow when the
+//! knows nobody must never let anyone in as somebody (R-NEVER-4: "never answer allow when the
 //! decision could not be made"), and the parsers at the edge never panic.
 
 use std::sync::Arc;
@@ -112,7 +112,7 @@ fn method() -> impl Strategy<Value = String> {
     ]
 }
 
-/// `/path[.ext][/][?query][#fragment]`, with the tricks SPEC 2 names.
+/// `/path[.ext][/][?query][#fragment]`, with the tricks R-GATE-1 and `R-ROUTE` name.
 fn target() -> impl Strategy<Value = String> {
     let path = prop_oneof![
         Just("/issues".to_owned()),
@@ -222,7 +222,7 @@ proptest! {
 
     /// Against a directory that knows nobody, no request is allowed as somebody, and an
     /// allow without identity is only the not-gated pass or a `public` route's anonymous
-    /// (no credential, or an unknown bearer token, which SPEC 5 treats as none).
+    /// (no credential, or an unknown bearer token, which R-BEARER-3 treats as none).
     #[test]
     fn nobody_is_allowed_in_as_somebody(generated in generated()) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -234,7 +234,7 @@ proptest! {
         });
         if let Decision::Allow(allow) = &decision {
             prop_assert!(allow.identity.is_none(), "allowed as somebody: {decision:?}");
-            // SPEC 5: a bearer token Doorkeeper never issued counts as no credential, and
+            // R-BEARER-3: a bearer token Doorkeeper never issued counts as no credential, and
             // this directory knows no token.
             let anonymous = matches!(
                 Credential::select(&request),

@@ -1,4 +1,4 @@
-//! SPEC 6: an admin's X-Redmine-Switch-User.
+//! R-SWITCH: an admin's X-Redmine-Switch-User.
 
 use chrono::{TimeZone as _, Utc};
 

@@ -1,4 +1,4 @@
-//! Throttling failed authentication (SPEC 7, 429).
+//! Throttling failed authentication (R-THROTTLE).
 
 use std::time::Duration;
 

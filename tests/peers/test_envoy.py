@@ -79,7 +79,7 @@ def test_allow_api_key_header_reaches_upstream_with_identity(envoy, demo_db, ups
         ("admin", lambda db: [], "/issues.json?key={admin_key}", "api-key"),
         ("bob", lambda db: [("Authorization", basic("bob", db.passwords["bob"]))], "/issues.xml", "basic-password"),
         ("alice", lambda db: [("Authorization", basic(db.keys["alice"], "x"))], "/issues.json", "basic-api-key"),
-        # Gate rule (SPEC 5, Basic 3): the API key as the Basic password, any user name.
+        # Gate rule (R-BASIC-6): the API key as the Basic password, any user name.
         ("alice", lambda db: [("Authorization", basic("anyone", db.keys["alice"]))], "/issues.json",
          "basic-api-key"),
         ("tina", lambda db: [("X-Redmine-API-Key", db.keys["tina"])], "/issues.json", "api-key"),
@@ -191,7 +191,7 @@ def test_deny_no_credential_json_and_xml(envoy, upstream):
          "Invalid X-Redmine-Switch-User header", None, "json"),
         ("/users/current.json", lambda db: [("Authorization", "Bearer no-such-token")], 401,
          "Invalid access token", BASIC_CHALLENGE, "json"),
-        # A wrong key never falls back to a later credential (SPEC 4).
+        # A wrong key never falls back to a later credential (R-CRED-1).
         ("/users/current.json?key=wrong", lambda db: [("X-Redmine-API-Key", db.keys["alice"])], 401,
          "Invalid API key", None, "json"),
     ],
@@ -322,7 +322,7 @@ def test_web_ui_is_not_gated_and_spoofed_identity_removed(envoy, upstream):
     payload = upstream_view(response)
     assert identity_of(payload) == {}
     assert payload["headers"]["x-redmine-api-key"] == ["wrong"], "not gated: Redmine decides"
-    # Accept and Content-Type never make an API request (SPEC 2.1).
+    # Accept and Content-Type never make an API request (R-GATE-1).
     response, _ = send(envoy, "GET", "/issues", [("Accept", "application/json")])
     upstream_view(response)
     response, _ = send(envoy, "POST", "/login", [("Content-Type", "application/json")], body=b"{}")

@@ -1,4 +1,4 @@
-"""A Check the gate cannot read is denied, never turned into an allow (SPEC 8).
+"""A Check the gate cannot read is denied, never turned into an allow (R-NEVER-4, R-DENY-1).
 
 Envoy answers an ext_authz RPC error with `status_on_error` when `failure_mode_allow` is
 false, and lets the request through when it is true. So the gate must answer every Check

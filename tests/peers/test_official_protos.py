@@ -31,7 +31,7 @@ from peerlib import (
     wait_until,
 )
 
-# google.rpc.Code values the service must use (SPEC 7).
+# google.rpc.Code values the service must use (R-DENY-2).
 OK, INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION = 0, 3, 7, 9
 UNAVAILABLE, UNAUTHENTICATED = 14, 16
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

@@ -1,6 +1,6 @@
 """Differential test: the same request to real Redmine 5.0.4 (GET on its REST API) and to
 redmine-authz pointed at that Redmine's own database (gRPC Check with the official protos).
-They must agree on the status, and on the user when allowed, except where SPEC names a
+They must agree on the status, and on the user when allowed, except where docs/decisions.md names a
 gate rule or follows Redmine 7 where 5.0.4 differs; those cases assert both sides
 explicitly and say why. The comparison table is printed at the end of the run.
 """
@@ -22,15 +22,15 @@ ROLES = {
     "tina": "TWOFA", "mona": "MUSTCHANGE", "bob": "NOKEY",
 }
 
-# Why a case may differ from Redmine 5.0.4 (SPEC's words).
-ANONYMOUS_DENIED = "gate rule: anonymous API requests denied 401 (SPEC 7)"
-KEY_AS_PASSWORD = "gate rule: API key as the Basic password (SPEC 5)"
-REST_OFF_DENIES_ALL = "SPEC 3: REST API off denies every gated request 403"
-REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (SPEC 7)"
-AMBIGUOUS = "SPEC 4: two different values of a credential are ambiguous, 401"
-AMBIGUOUS_SPELLINGS = "SPEC 4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
-STRICT_BASE64 = "SPEC 5: malformed Basic base64 is 401 (Ruby skips junk bytes)"
-NOT_API = "SPEC 2: not an API request, so not gated: Redmine answers it"
+# Why a case may differ from Redmine 5.0.4 (the rules of docs/decisions.md).
+ANONYMOUS_DENIED = "gate rule: anonymous API requests denied 401 (R-DENY-4)"
+KEY_AS_PASSWORD = "gate rule: API key as the Basic password (R-BASIC-6)"
+REST_OFF_DENIES_ALL = "R-REST-2: REST API off denies every gated request 403"
+REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (R-KEY-3)"
+AMBIGUOUS = "R-PARAM-2: two different values of a credential are ambiguous, 401"
+AMBIGUOUS_SPELLINGS = "R-CRED-4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
+STRICT_BASE64 = "R-BASIC-2: malformed Basic base64 is 401 (Ruby skips junk bytes)"
+NOT_API = "R-GATE-1: not an API request, so not gated: Redmine answers it"
 ANY_RELEASE = "R-PARAM-7: --redmine-version any fails closed where Redmine releases read a parameter differently"
 
 
@@ -329,7 +329,7 @@ def compare(case: Case, oracle, authz, creds: Creds, attachment: int | None = No
 
     expected_gate = case.gate or (case.status, case.login)
     verdict = case.rule or "agree"
-    # Redmine 5.0.4 sends the Basic challenge with every API 401; Redmine 7 (and SPEC) leave
+    # Redmine 5.0.4 sends the Basic challenge with every API 401; Redmine 7 (and R-KEY-3) leave
     # it off when the credential was an API key, so a browser does not prompt for a password.
     key_401 = redmine.status == 401 and redmine.challenge and gate.status == 401 and not gate.challenge
     if key_401 and case.rule is None:
