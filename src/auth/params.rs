@@ -1,7 +1,7 @@
-//! The parameters Redmine reads (`R-PARAM`, docs/decisions.md): `key`, `access_token`, `bearer_token` and `format`,
-//! from the query as Rack parses it and from the bodies Rails parses, merged as Rails merges
-//! them (the query wins over the body). Facts per Redmine release: `REDMINE-FACTS.md`
-//! section 2.
+//! The parameters Redmine reads (`R-PARAM`, docs/decisions.md): `key`, `access_token`,
+//! `bearer_token` and `format`, from the query as Rack parses it and from the bodies Rails
+//! parses, merged as Rails merges them (the query wins over the body). Facts per Redmine
+//! release: docs/redmine-facts.md section 2.
 //!
 //! Each parameter is read as `params[:name]` holds it in Redmine: absent, nil, a string, or
 //! something else (an array or a hash, whose `to_s` is never a key or a format). Where Rack or
