@@ -22,6 +22,7 @@ mod oauth; // R-BEARER
 mod params_oracle; // R-PARAM: parameters against Rack and Rails (Ruby)
 mod properties; // R-NEVER: never allowed as somebody, parsers never panic (no database)
 mod server; // health, reflection, shutdown, database outage
+mod strings_oracle; // R-LOGIN, R-BEARER-1: logins and bearer tokens against Ruby
 mod switch_user; // R-SWITCH
 mod telemetry; // traces, metrics, audit log
 mod throttle; // R-THROTTLE

@@ -108,8 +108,16 @@ def test_partial_bodies_let_large_uploads_through(envoy_pool, authz, demo_db, up
     assert response.status == 200, (response.status, response.body[:300])
     assert response.json()["headers"]["x-auth-user-login"] == ["alice"]
     assert len(response.json()["body"]) == len(body)
-    response, test_id = post(envoy, [], body, upload)
-    assert response.status == 401, (response.status, response.body[:300])
+    # Denied: Envoy answers 401 as soon as the gate has decided, while the client may still be
+    # sending the rest of 5 MiB, and closes the connection; the client may see the reset
+    # before it reads the answer. Either way the request never reaches the upstream.
+    test_id = new_id()
+    try:
+        response = http_request(envoy.port, "POST", "/issues.json",
+                                [("x-test-id", test_id), ("content-type", upload)], body=body)
+        assert response.status == 401, (response.status, response.body[:300])
+    except (ConnectionResetError, BrokenPipeError):
+        pass
     assert test_id not in upstream.seen_ids
 
 

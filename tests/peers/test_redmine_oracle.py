@@ -30,6 +30,7 @@ REDMINE7_NO_CHALLENGE = "Redmine 7: no challenge on a wrong key (R-KEY-3)"
 AMBIGUOUS = "R-PARAM-2: two different values of a credential are ambiguous, 401"
 AMBIGUOUS_SPELLINGS = "R-CRED-4: a header in two spellings Rack folds together is ambiguous (401, 412 for a switch)"
 STRICT_BASE64 = "R-BASIC-2: malformed Basic base64 is 401 (Ruby skips junk bytes)"
+NUL_LOGIN = "R-LOGIN-3: a login holding NUL is refused before the database (PostgreSQL errs: 500)"
 NOT_API = "R-GATE-1: not an API request, so not gated: Redmine answers it"
 ANY_RELEASE = "R-PARAM-7: --redmine-version any fails closed where Redmine releases read a parameter differently"
 
@@ -183,6 +184,17 @@ REST_ON = [
          lambda c: [("Authorization", "Basic " + base64.b64encode(c.key("alice").encode()).decode())], 200, "alice"),
     Case("basic-login-no-colon-alice", CURRENT,
          lambda c: [("Authorization", "Basic " + base64.b64encode(b"alice").decode())], 401),
+    # -- logins as Ruby strips and lowers them (R-LOGIN): ASCII space, tab and NUL at the ends
+    # go; Unicode spaces stay; `İ` lowers to `i̇`, not `i`; a NUL inside is refused before the
+    # database (Redmine on PostgreSQL answers 500 there).
+    Case("basic-login-tab-padded-alice", CURRENT, basic_pw("alice", "\talice\t"), 200, "alice"),
+    Case("basic-login-nul-padded-alice", CURRENT, basic_pw("alice", "\0alice\0"), 200, "alice"),
+    Case("basic-login-nbsp-padded-alice", CURRENT, basic_pw("alice", "\u00a0alice"), 401),
+    Case("basic-login-ideographic-space-alice", CURRENT, basic_pw("alice", "alice\u3000"), 401),
+    Case("basic-login-dotted-capital-i", CURRENT, basic_pw("alice", "ALİCE"), 401),
+    Case("basic-login-fullwidth-alice", CURRENT, basic_pw("alice", "ＡＬＩＣＥ"), 401),
+    Case("basic-login-nul-inside", CURRENT, basic_pw("alice", "al\0ice"), 500,
+         gate=(401, None), rule=NUL_LOGIN),
     Case("basic-key-as-user-2fa-tina", CURRENT, lambda c: [("Authorization", basic(c.key("tina"), "x"))], 200, "tina"),
     Case("basic-key-as-user-must-change-mona", CURRENT,
          lambda c: [("Authorization", basic(c.key("mona"), "x"))], 403),
