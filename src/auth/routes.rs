@@ -369,31 +369,4 @@ mod tests {
         assert!(!may_be_rewritten("/attachments/1/r%C3%A9sum%C3%A9..json"));
         assert!(!may_be_rewritten("/oauth/token"));
     }
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(RedmineVersion::parse("any"), Some(RedmineVersion::Any));
-        assert_eq!(
-            RedmineVersion::parse("5.0.4"),
-            Some(RedmineVersion::Release {
-                major: 5,
-                minor: 0,
-                patch: 4
-            })
-        );
-        assert_eq!(RedmineVersion::parse("6.1"), Some(release("6.1.0")));
-        for bad in [
-            "",
-            "6",
-            "6.",
-            "6.1.",
-            "6.1.2.3",
-            "v6.1",
-            "6.x",
-            "+6.1",
-            "6.1.99999",
-        ] {
-            assert_eq!(RedmineVersion::parse(bad), None, "{bad}");
-        }
-    }
 }
